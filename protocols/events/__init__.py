@@ -1,0 +1,44 @@
+"""The event schema (one module per kind) and its canonical encoding.
+
+Kinds and field names follow Zeek's logs so that security teams can reuse what they
+already parse: ``conn``, ``dns``, ``http``, ``ssl``, ``smb_files``, ``smb_mapping``,
+``ntlm``, ``dce_rpc``, ``kerberos``, ``weird``, ``notice``.
+"""
+
+from protocols.events.base import (
+    KINDS,
+    ConnId,
+    EncodedEvent,
+    encode_body,
+    event_kind,
+    flatten,
+)
+from protocols.events.envelope import (
+    SIGNATURE_SIZE,
+    EnvelopeHeader,
+    EventRecord,
+    canonical_bytes,
+    decode_canonical,
+    split_signed,
+)
+from protocols.events.conn import Conn
+from protocols.events.notice import Notice
+from protocols.events.weird import Weird
+
+__all__ = [
+    "KINDS",
+    "SIGNATURE_SIZE",
+    "Conn",
+    "ConnId",
+    "EncodedEvent",
+    "EnvelopeHeader",
+    "EventRecord",
+    "Notice",
+    "Weird",
+    "canonical_bytes",
+    "decode_canonical",
+    "encode_body",
+    "event_kind",
+    "flatten",
+    "split_signed",
+]
