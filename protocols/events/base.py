@@ -116,6 +116,14 @@ def flatten(event: Any) -> dict[str, Any]:
     return event._FLATTEN(event)
 
 
+def as_json_object(event: Any) -> dict[str, Any]:
+    """``ts``, ``kind`` and the body of an unsigned event, shaped like an exported one."""
+    out: dict[str, Any] = {"ts": float(event.ts), "kind": event.KIND}
+    for key, value in event._FLATTEN(event).items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, UnicodeEncodeError)
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
