@@ -1,0 +1,4 @@
+"""Imports every application parser so that each registers itself with the engine.
+
+One line per parser module; importing this module fills ``protocols.analyzer.ANALYZERS``.
+"""
