@@ -96,13 +96,22 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def sample_capture() -> str:
+    """Path of the bundled sample capture (real traffic of every protocol the probe parses)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "mixed.pcap")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from probe.app import ProbeApp
     from probe.logs import setup_logging
 
+    if args.sample:
+        if getattr(args, "cfg:capture.pcap") is not None:
+            raise UsageError("give either --sample or --pcap, not both")
+        setattr(args, "cfg:capture.pcap", sample_capture())
     config = _load(args)
     if not config.capture.pcap:
-        raise UsageError("run needs a capture file: --pcap FILE (or capture.pcap in the config)")
+        raise UsageError("run needs a capture file: --pcap FILE, --sample, or capture.pcap in the config")
     if not os.path.isfile(config.capture.pcap):
         raise UsageError(f"capture file {config.capture.pcap} does not exist")
     setup_logging(config.logging.level, path=config.logging.file, repeat_window=config.logging.repeat_window)
@@ -244,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="capture, dissect, sign and deliver (replays --pcap FILE)")
     _add_config_flags(run)
     run.add_argument("--json-summary", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--sample", action="store_true", help="replay the bundled sample capture (DNS, HTTP, TLS, SMB, DCE/RPC, Kerberos)")
     run.set_defaults(func=cmd_run)
 
     core = sub.add_parser("core", help="the reference Core server and its store")
