@@ -159,7 +159,7 @@ class CaptureReader:
         self._closed = True
         if not self._seen_any:
             self._fail("empty_file", "empty capture file: no file header")
-        elif self._state is self._parse_magic:
+        elif self.format is None:
             self._fail("truncated_header",
                        f"truncated capture file: {self._pending_len} bytes, less than a file header")
         elif self._pending_len:
