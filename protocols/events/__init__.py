@@ -23,6 +23,7 @@ from protocols.events.envelope import (
     split_signed,
 )
 from protocols.events.conn import Conn
+from protocols.events.dns import Dns
 from protocols.events.notice import Notice
 from protocols.events.weird import Weird
 
@@ -31,6 +32,7 @@ __all__ = [
     "SIGNATURE_SIZE",
     "Conn",
     "ConnId",
+    "Dns",
     "EncodedEvent",
     "EnvelopeHeader",
     "EventRecord",
