@@ -19,13 +19,12 @@ from typing import NamedTuple
 
 import attrs
 
+from protocols.zeek_text import printable as text
+
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
 _U16 = struct.Struct("!H")
 _U16x3 = struct.Struct("!HHH")
-
-#: bytes that may appear in a name or string as they are; others become \\xHH as in Zeek logs
-_PRINTABLE = bytes(range(0x20, 0x7F))
 
 #: RR types Zeek decodes into their own events without a dns.log answer
 _NO_REPLY_TYPES = frozenset({13, 32, 41, 64, 65, 249, 250, 257})
@@ -89,13 +88,6 @@ class _Stop(Exception):
         super().__init__(weird)
         self.weird = weird
         self.addl = addl
-
-
-def text(raw: bytes) -> str:
-    """Bytes as a str: printable ASCII as is, every other byte as ``\\xHH`` (Zeek's log form)."""
-    if not raw.translate(None, _PRINTABLE):
-        return raw.decode("ascii")
-    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in raw)
 
 
 def read_name(

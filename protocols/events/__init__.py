@@ -24,6 +24,7 @@ from protocols.events.envelope import (
 )
 from protocols.events.conn import Conn
 from protocols.events.dns import Dns
+from protocols.events.http import Http
 from protocols.events.notice import Notice
 from protocols.events.weird import Weird
 
@@ -36,6 +37,7 @@ __all__ = [
     "EncodedEvent",
     "EnvelopeHeader",
     "EventRecord",
+    "Http",
     "Notice",
     "Weird",
     "as_json_object",
