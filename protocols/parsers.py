@@ -4,3 +4,4 @@ One line per parser module; importing this module fills ``protocols.analyzer.ANA
 """
 
 import protocols.dns  # noqa: F401  (registers "dns")
+import protocols.http  # noqa: F401  (registers "http")
