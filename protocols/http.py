@@ -375,16 +375,17 @@ class HttpAnalyzer(Analyzer):
                 self._coding(side, value)
             elif name == b"WWW-AUTHENTICATE" or name == b"PROXY-AUTHENTICATE":
                 self._auth_header(False, value, ts)
-        if interim or code == 204 or code == 304 or method == "HEAD":
-            side.inflater = None
-            self._message_done(side, ts)
-            return
         if code == 101 or (method == "CONNECT" and 200 <= code <= 299):
-            # protocol upgrade or tunnel: what follows is not HTTP
+            # protocol upgrade or tunnel: what follows is not HTTP (a 101, being 1xx,
+            # stays pending as in Zeek and is logged when the flow ends)
             self._message_done(side, ts)
             for other in self._sides.values():
                 other.state = _DEAD
                 other.buf = b""
+            return
+        if interim or code == 204 or code == 304 or method == "HEAD":
+            side.inflater = None
+            self._message_done(side, ts)
             return
         self._start_body(side, chunked, length, until_close=True, ts=ts)
 
