@@ -65,6 +65,11 @@ def zeek_logs(expected: dict, path: str) -> list[dict]:
     return logs
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """A long value cut for a miss line, with its full length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def field_misses(record: dict, event: dict, skip: frozenset[str] = frozenset()) -> list[str]:
     """``field: zeek=X probe=Y`` for each logged field of ``record`` that ``event`` differs on."""
     misses = []
@@ -73,8 +78,8 @@ def field_misses(record: dict, event: dict, skip: frozenset[str] = frozenset()) 
             continue
         if field not in event:
             if expected != "-":
-                misses.append(f"{field}: zeek={expected!r} probe=<not produced>")
+                misses.append(f"{field}: zeek={_short(expected)!r} probe=<not produced>")
             continue
         if not zeek_equal(expected, event[field]):
-            misses.append(f"{field}: zeek={expected!r} probe={zeek_text(event[field])!r}")
+            misses.append(f"{field}: zeek={_short(expected)!r} probe={_short(zeek_text(event[field]))!r}")
     return misses
