@@ -199,7 +199,7 @@ class DnsAnalyzer(Analyzer):
             if not self._confirmed:
                 ctx.violation("DNS_Conn_count_too_large", ts)
             return
-        if not self._confirmed and len(msg.answers) == msg.ancount and len(msg.questions) == msg.qdcount:
+        if not self._confirmed and not msg.weirds and len(msg.questions) == msg.qdcount:
             self._confirmed = True
             ctx.confirm("dns")
         if msg.opcode not in _TRACKED_OPCODES:
