@@ -164,6 +164,7 @@ class HttpAnalyzer(Analyzer):
         self._current_response = 0
         self._trans_depth = 0
         self._methods: deque[str] = deque()  # methods of requests still unanswered
+        self._http09: deque[bool] = deque()  # whether each of them was an HTTP/0.9 request
         self._confirmed = False
         self._auth_parsers: dict[str, AuthTokenParser] = {}
 
@@ -248,6 +249,16 @@ class HttpAnalyzer(Analyzer):
             pos += 1
         if pos == end:
             return end
+        first_nl = data.find(b"\n", pos)
+        if side.is_orig:
+            if first_nl >= 0 and b" HTTP/" not in data[pos:first_nl]:
+                # HTTP/0.9: a request line alone, no headers
+                self._request(side, data[pos:first_nl].rstrip(b"\r"), [], ts)
+                return first_nl + 1
+        elif self._http09 and self._http09[0] and not data.startswith(b"HTTP/", pos):
+            # the answer to an HTTP/0.9 request: no status line, body until the close
+            self._http09_response(side, ts)
+            return pos
         a = data.find(b"\n\r\n", pos)
         b = data.find(b"\n\n", pos)
         if a < 0 and b < 0:
@@ -306,11 +317,11 @@ class HttpAnalyzer(Analyzer):
         self._confirm()
         side.seen_message = True
         method = match.group(1).decode("ascii")
-        txn = self._http_request(method, ts)
+        version = match.group(3)
+        txn = self._http_request(method, version is None, ts)
         txn.uri, bare = unescape_uri(match.group(2))
         if bare:
             self.ctx.weird("unescaped_%_in_URI", ts)
-        version = match.group(3)
         txn.request_version = version.decode("ascii") if version is not None else "0.9"
         if method not in _KNOWN_METHODS:
             self.ctx.weird("unknown_HTTP_method", ts, method)
@@ -357,6 +368,7 @@ class HttpAnalyzer(Analyzer):
         method = None
         if not interim and self._methods:
             method = self._methods.popleft()
+            self._http09.popleft()
         length = None
         chunked = False
         for name, value in headers:
@@ -388,6 +400,16 @@ class HttpAnalyzer(Analyzer):
             self._message_done(side, ts)
             return
         self._start_body(side, chunked, length, until_close=True, ts=ts)
+
+    def _http09_response(self, side: _Side, ts: float) -> None:
+        self._confirm()
+        side.seen_message = True
+        self._methods.popleft()
+        self._http09.popleft()
+        self._current_response += 1
+        txn = self._txn(False, ts)
+        txn.version = "0.9"
+        side.state = _UNTIL_CLOSE
 
     def _start_body(self, side: _Side, chunked: bool, length: int | None, until_close: bool, ts: float) -> None:
         if chunked:
@@ -513,7 +535,7 @@ class HttpAnalyzer(Analyzer):
             txn = self._pending[key] = _Txn(ts, self._trans_depth)
         return txn
 
-    def _http_request(self, method: str, ts: float) -> _Txn:
+    def _http_request(self, method: str, http09: bool, ts: float) -> _Txn:
         if self._current_request < self._current_response:
             self.ctx.weird("HTTP_response_before_request", ts)
             self._current_request = self._current_response
@@ -528,8 +550,10 @@ class HttpAnalyzer(Analyzer):
                 self._current_response += 1
         self._current_request += 1
         self._methods.append(method)
+        self._http09.append(http09)
         if len(self._methods) > MAX_PENDING_REQUESTS:
             self._methods.popleft()
+            self._http09.popleft()
         txn = self._txn(True, ts)
         txn.method = method
         return txn

@@ -225,3 +225,12 @@ def test_truncated_and_random_streams_never_raise():
     for _ in range(500):
         blob = bytes(rng.choice(b"GET /HTP1.\r\n:0123456789abcdefx ") for _ in range(rng.randrange(0, 200)))
         flow((True, GET + blob), ("gap", True, rng.randrange(1, 30)), (True, blob), (False, blob))
+
+
+def test_http09_request_and_statusless_response():
+    ctx = flow((True, b"GET /bad.html\r\n"), (False, b"<html><head><title>Bad!</title></head></html>\n"))
+    [event] = ctx.exported()
+    assert (event["method"], event["uri"], event["request_version"]) == ("GET", "/bad.html", "0.9")
+    assert event["status_code"] is None and event["version"] == "0.9"
+    assert event["response_body_len"] == 46 and event["resp_mime_types"] == ["text/html"]
+    assert not ctx.violations
