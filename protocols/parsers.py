@@ -2,3 +2,6 @@
 
 One line per parser module; importing this module fills ``protocols.analyzer.ANALYZERS``.
 """
+
+import protocols.dns  # noqa: F401  (registers "dns")
+import protocols.http  # noqa: F401  (registers "http")

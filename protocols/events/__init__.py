@@ -23,6 +23,8 @@ from protocols.events.envelope import (
     split_signed,
 )
 from protocols.events.conn import Conn
+from protocols.events.dns import Dns
+from protocols.events.http import Http
 from protocols.events.notice import Notice
 from protocols.events.weird import Weird
 
@@ -31,9 +33,11 @@ __all__ = [
     "SIGNATURE_SIZE",
     "Conn",
     "ConnId",
+    "Dns",
     "EncodedEvent",
     "EnvelopeHeader",
     "EventRecord",
+    "Http",
     "Notice",
     "Weird",
     "as_json_object",
