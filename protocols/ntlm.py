@@ -152,11 +152,13 @@ def parse_ntlmssp(token: bytes) -> NtlmMessage:
 class NtlmTracker:
     """Follows NTLM exchanges on one flow and emits one ``ntlm`` event per exchange."""
 
-    __slots__ = ("ctx", "transport", "_ts", "_neg", "_chal", "_auth", "_session_id")
+    __slots__ = ("ctx", "transport", "last", "_ts", "_neg", "_chal", "_auth", "_session_id")
 
     def __init__(self, ctx: Any, transport: str) -> None:
         self.ctx = ctx
         self.transport = transport
+        #: the most recent message decoded, for carriers that log per-message detail
+        self.last: NtlmMessage | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -187,6 +189,7 @@ class NtlmTracker:
 
     def message(self, msg: NtlmMessage, ts: float, session_id: int | None = None) -> None:
         """Add an already decoded message to the exchange, starting a new one when it repeats."""
+        self.last = msg
         if msg.av_error:
             self.ctx.weird(msg.av_error, ts)
         if msg.msg_type == NEGOTIATE and self.pending:

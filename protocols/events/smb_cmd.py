@@ -21,7 +21,8 @@ class SmbCmd:
     Extras (per-command detail): ``message_id``, ``session_id``, ``tree_id``, ``status_code``
     (the 32-bit NT status), ``async`` (the final answer came after STATUS_PENDING),
     ``compound`` (request was chained with NextCommand), ``dialects``/``dialect`` (NEGOTIATE),
-    ``ntlmssp_type`` / ``domain`` / ``host`` (SESSION_SETUP), ``path`` / ``share_type``
+    ``ntlmssp_type`` / ``ntlm_user`` / ``ntlm_domain`` / ``ntlm_host`` (SESSION_SETUP, from the
+    client's NTLMSSP message), ``path`` / ``share_type``
     (TREE_CONNECT), ``fid`` (32 hex digits), ``filename`` (of the CREATE, or the name the fid was
     opened with), ``disposition``, ``create_options``, ``desired_access``, ``delete_on_close``,
     ``directory``, ``create_action``, ``end_of_file`` (CREATE), ``length``/``offset`` (READ,
@@ -52,8 +53,9 @@ class SmbCmd:
     dialects: tuple[int, ...] | None = None
     dialect: int | None = None
     ntlmssp_type: str | None = None
-    domain: str | None = None
-    host: str | None = None
+    ntlm_user: str | None = None
+    ntlm_domain: str | None = None
+    ntlm_host: str | None = None
     path: str | None = None
     share_type: str | None = None
     fid: str | None = None
