@@ -85,7 +85,7 @@ class _Call:
     """A request in flight: its first fragment's facts and running fragment counts."""
 
     __slots__ = ("ts", "ctx_id", "opnum", "req_frags", "req_stub", "req_done", "resp_frags",
-                 "resp_stub", "auth_type")
+                 "resp_stub", "auth_type", "rpc_version")
 
     def __init__(self, ts: float, ctx_id: int, opnum: int, auth_type: int | None) -> None:
         self.ts = ts
@@ -97,12 +97,13 @@ class _Call:
         self.resp_frags = 0
         self.resp_stub = 0
         self.auth_type = auth_type
+        self.rpc_version = "5.0"
 
 
 class _Bind:
     """A bind or alter_context waiting for its answer."""
 
-    __slots__ = ("ts", "pkt_type", "ctx_ids", "uuids", "versions", "auth_type")
+    __slots__ = ("ts", "pkt_type", "ctx_ids", "uuids", "versions", "auth_type", "rpc_version")
 
     def __init__(self, ts: float, pkt_type: str, ctx_ids: tuple[int, ...], uuids: tuple[str, ...],
                  versions: tuple[str, ...], auth_type: int | None) -> None:
@@ -112,6 +113,7 @@ class _Bind:
         self.uuids = uuids
         self.versions = versions
         self.auth_type = auth_type
+        self.rpc_version = "5.0"
 
 
 class DceRpcConversation:
@@ -133,6 +135,7 @@ class DceRpcConversation:
         self._buf = {True: bytearray(), False: bytearray()}
         self._lost = {True: False, False: False}
         self.pdus = 0
+        self._version = "5.0"
 
     # -- byte stream --------------------------------------------------------------------
 
@@ -196,7 +199,8 @@ class DceRpcConversation:
             self.ctx.weird("dce_rpc_truncated_pdu", ts)
 
     def _pdu(self, is_orig: bool, pdu: bytes, ts: float) -> None:
-        _v, _m, ptype, flags, drep, _fl, auth_len, call_id = _HDR.unpack_from(pdu, 0)
+        vers, minor, ptype, flags, drep, _fl, auth_len, call_id = _HDR.unpack_from(pdu, 0)
+        self._version = f"{vers}.{minor}"
         little = bool(drep[0] & 0x10)
         if not little:
             auth_len, call_id = struct.unpack_from(">HI", pdu, 10)
@@ -268,8 +272,9 @@ class DceRpcConversation:
         old = self.binds.pop(call_id, None)
         if old is not None:
             self._emit_bind(call_id, old, None, None, None, None, None)
-        self.binds[call_id] = _Bind(ts, PTYPE_NAMES[ptype], tuple(ctx_ids), tuple(uuids),
-                                    tuple(versions), auth_type)
+        bind = self.binds[call_id] = _Bind(ts, PTYPE_NAMES[ptype], tuple(ctx_ids), tuple(uuids),
+                                           tuple(versions), auth_type)
+        bind.rpc_version = self._version
 
     def _bind_ack(self, pdu: bytes, ptype: int, call_id: int, little: bool, ts: float) -> None:
         u16 = _U16[little]
@@ -310,7 +315,7 @@ class DceRpcConversation:
             call_id=call_id, ctx_ids=bind.ctx_ids, uuids=bind.uuids, versions=bind.versions,
             endpoints=tuple(endpoint_name(u) for u in bind.uuids), ack_type=ack_type,
             ack_results=results, ack_reasons=reasons, sec_addr=sec_addr, nak_reason=nak_reason,
-            fid=self.fid, auth_type=bind.auth_type,
+            fid=self.fid, auth_type=bind.auth_type, rpc_version=bind.rpc_version,
         ))
 
     def _request(self, pdu: bytes, flags: int, call_id: int, little: bool, body_end: int,
@@ -328,6 +333,7 @@ class DceRpcConversation:
             ctx_id = u16.unpack_from(pdu, 20)[0]
             opnum = u16.unpack_from(pdu, 22)[0]
             call = self.calls[call_id] = _Call(ts, ctx_id, opnum, auth_type)
+            call.rpc_version = self._version
         call.req_frags += 1
         call.req_stub += stub
         if flags & PFC_LAST_FRAG:
@@ -371,7 +377,7 @@ class DceRpcConversation:
             call_id=call_id, ctx_id=call.ctx_id, opnum=call.opnum, uuid=uuid, fid=self.fid,
             fault=fault, req_frags=call.req_frags, resp_frags=call.resp_frags or None,
             req_stub_len=call.req_stub, resp_stub_len=call.resp_stub if call.resp_frags else None,
-            auth_type=call.auth_type,
+            auth_type=call.auth_type, rpc_version=call.rpc_version,
         ))
 
     def _flush_calls(self) -> None:

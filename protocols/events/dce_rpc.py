@@ -22,7 +22,8 @@ class DceRpc:
     Extras: ``call_id``, ``ctx_id``, ``opnum``, ``uuid`` (interface), ``fid`` (SMB2 pipe
     file id, 32 hex digits; None over plain TCP), ``fault`` (the fault status name or
     ``0x...``), ``req_frags``/``resp_frags`` (fragments), ``req_stub_len``/``resp_stub_len``
-    (stub bytes), ``auth_type`` (of the request's verifier, if any).
+    (stub bytes), ``auth_type`` (of the request's verifier, if any), ``rpc_version``
+    (``5.0``/``5.1`` from the PDU header).
     """
 
     ts: float
@@ -43,3 +44,4 @@ class DceRpc:
     req_stub_len: int | None = None
     resp_stub_len: int | None = None
     auth_type: int | None = None
+    rpc_version: str | None = None

@@ -37,3 +37,4 @@ class DceRpcBind:
     nak_reason: int | None = None
     fid: str | None = None
     auth_type: int | None = None
+    rpc_version: str | None = None
