@@ -23,7 +23,7 @@ from typing import Any
 
 from protocols import spnego
 from protocols.analyzer import Analyzer, register
-from protocols.dcerpc import DceRpcConversation
+from protocols.dcerpc import DceRpcConversation, looks_like_dcerpc
 from protocols.events.smb_cmd import SmbCmd
 from protocols.events.smb_files import SmbFiles
 from protocols.events.smb_mapping import SmbMapping
@@ -394,13 +394,25 @@ class SmbAnalyzer(Analyzer):
         if fid is None:
             return
         f = self.files.get(fid)
-        if f is None or f.pipe is None or length <= 0:
+        if f is None or length <= 0:
             return
-        f.pipe.data(is_orig, msg[at : at + length], ts)
+        data = msg[at : at + length]
+        if f.pipe is None:
+            # the tree connect was not seen (capture started mid-connection): a file that
+            # carries DCE/RPC PDUs is a pipe, as Zeek's pipe heuristic decides
+            if f.share_type is not None or not is_orig or not looks_like_dcerpc(data):
+                return
+            f.pipe = DceRpcConversation(self.ctx, fid=f.fid, pipe_name=f.opened_name)
+        f.pipe.data(is_orig, data, ts)
 
     def _response(self, msg: bytes, off: int, end: int, status: int, cmd: int, flags: int,
                   mid: int, tid: int, sid: int, ts: float) -> None:
         req = self.pending.get(mid)
+        if req is None and cmd == NEGOTIATE:
+            # the answer to an SMB1 multi-protocol NEGOTIATE that offered SMB2
+            old = next((k for k, r in self.pending1.items() if r.cmd == 0x72), None)
+            req = _Req(self.pending1.pop(old).ts if old is not None else ts, NEGOTIATE, mid, 0, 0)
+            self.pending[mid] = req
         if req is None:
             if mid != 0xFFFFFFFFFFFFFFFF:  # oplock/lease break notifications have no request
                 self.ctx.weird("smb2_unmatched_response", ts)
@@ -589,7 +601,8 @@ class SmbAnalyzer(Analyzer):
         is_response = bool(flags & 0x80)
         if not is_response:
             req = _Req(ts, cmd, mid, uid, tid)
-            if cmd == SMB1_SESSION_SETUP_ANDX and msg[32] == 12 and flags2 & 0x0800:
+            # WordCount 12 is the extended-security form (some senders omit the flags2 bit)
+            if cmd == SMB1_SESSION_SETUP_ANDX and msg[32] == 12:
                 blob_len = _U16.unpack_from(msg, 33 + 14)[0]
                 self._security_blob(req, msg[59 : 59 + blob_len], True, ts)
             if len(self.pending1) >= MAX_PENDING:
@@ -599,7 +612,7 @@ class SmbAnalyzer(Analyzer):
         req = self.pending1.pop(key, None)
         if req is None:
             req = _Req(ts, cmd, mid, uid, tid)
-        if cmd == SMB1_SESSION_SETUP_ANDX and len(msg) > 32 and msg[32] == 4 and flags2 & 0x0800:
+        if cmd == SMB1_SESSION_SETUP_ANDX and len(msg) > 32 and msg[32] == 4:
             blob_len = _U16.unpack_from(msg, 33 + 6)[0]
             self._security_blob(req, msg[43 : 43 + blob_len], False, ts, uid)
             if status != STATUS_MORE_PROCESSING_REQUIRED and self.ntlm.pending:

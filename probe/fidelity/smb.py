@@ -324,6 +324,10 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
     versions = {(e["uid"], e.get("session_id")): e.get("client_version")
                 for e in of_kind(events, "ntlm")}
     binds = {(e["uid"], e.get("fid"), round(e["ts"], 6)): e for e in of_kind(events, "dce_rpc_bind")}
+    # Suricata marks a CREATE "delete on close" also when the file is later given a delete
+    # disposition (SET_INFO FileDispositionInformation) through the same file id
+    new_trees = {(e["uid"], round(e["ts"], 6)): e.get("tree_id") for e in of_kind(events, "smb_mapping")}
+    disposed = {(e["uid"], e.get("fid")) for e in of_kind(events, "smb_cmd") if e.get("delete_pending")}
     out = []
     for e in of_kind(events, "smb_cmd"):
         r: dict = {"event_type": "smb"}
@@ -340,7 +344,10 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
         if dialect is not None:
             put(r, "smb.dialect", SURICATA_DIALECT.get(dialect, f"{dialect:x}"))
         put(r, "smb.session_id", e.get("session_id"))
-        put(r, "smb.tree_id", e.get("tree_id"))
+        tree_id = e.get("tree_id")
+        if cmd == "TREE_CONNECT":  # Suricata reports the tree id the answer assigned
+            tree_id = new_trees.get((e["uid"], round(e["ts"], 6)), tree_id)
+        put(r, "smb.tree_id", tree_id)
         if cmd == "TREE_CONNECT" and e.get("path"):
             put(r, "smb.named_pipe" if e.get("share_type") == "PIPE" else "smb.share", e["path"])
         if e.get("filename") is not None:
@@ -350,7 +357,8 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
         if cmd == "CREATE":
             if e.get("disposition"):
                 put(r, "smb.disposition", "FILE_" + e["disposition"])
-            put(r, "smb.access", "delete on close" if e.get("delete_on_close") else "normal")
+            doomed = e.get("delete_on_close") or (e["uid"], e.get("fid")) in disposed
+            put(r, "smb.access", "delete on close" if doomed else "normal")
             o = opens.get(e.get("fid"))
             if o is not None:
                 for field in ("created", "accessed", "modified", "changed"):
