@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
-#: a comparable value that a tool did not set
-UNSET = None
-
 _ZEEK_HEX = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 

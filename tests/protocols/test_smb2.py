@@ -12,7 +12,7 @@ from tests.protocols.smb_wire import (
     ioctl_resp, nbss, negotiate_req, negotiate_resp, ntlm_auth, ntlm_challenge, ntlm_negotiate,
     pending_resp, query_info_req, query_info_resp, read_req, read_resp, rename_info, rpc_bind,
     rpc_bind_ack, rpc_request, rpc_response, session_setup_req, session_setup_resp, set_info_req,
-    set_info_resp, smb2, spnego_init, spnego_resp, tree_connect_req, tree_connect_resp, write_req,
+    set_info_resp, spnego_init, spnego_resp, tree_connect_req, tree_connect_resp, write_req,
     write_resp,
 )
 
