@@ -20,7 +20,7 @@ import pykka
 
 from actors.capture import FileCaptureActor, StopCapture
 from actors.credit import Window
-from actors.dissector import DissectorActor
+from actors.dissector import DissectorActor, EvictFlows
 from actors.outbox import Outbox
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
@@ -41,7 +41,7 @@ class WorkerProcess:
         self.engine = Dissector(DissectSettings(**spec.get("dissect", {})))
         self.directory = Directory()
         self.frames_window = Window(spec.get("window_batches", 8))
-        self.capture: FileCaptureActor | None = None
+        self.capture: pykka.ActorRef | None = None
         specs = [
             ChildSpec("dissector", self._start_dissector),
             ChildSpec("capture", self._start_capture),
@@ -76,7 +76,7 @@ class WorkerProcess:
             batch_packets=self.spec.get("batch_packets", 2048),
             on_error=self._source_error,
         )
-        self.capture = ref._actor  # counters are read from the dissector thread (copies only)
+        self.capture = ref
         return ref
 
     def _source_error(self, message: str) -> None:
@@ -93,6 +93,10 @@ class WorkerProcess:
         """Graceful stop: end the source now; open flows are flushed as usual."""
         self.directory.tell("capture", StopCapture(), wait=5)
 
+    def evict_flows(self, fraction: float) -> None:
+        """Resource pressure in the delivery process: end the oldest idle flows."""
+        self.directory.tell("dissector", EvictFlows(fraction), wait=0)
+
     def _fatal(self, message: str) -> None:
         self.error = message
         self.exit_code = 1
@@ -101,7 +105,10 @@ class WorkerProcess:
     def counters(self) -> dict[str, int]:
         out = dict(self.engine.counters)
         if self.capture is not None:
-            out.update(self.capture.counters())
+            try:  # an ask of the capture actor: counters are copied in its own thread
+                out.update(self.capture.proxy().counters().get(timeout=2))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
         out["encoding_failures"] = self.outbox.encoding_failures
         if self.error:
             out["source_errors"] = 1
@@ -122,6 +129,8 @@ def _control_loop(process: WorkerProcess) -> None:
             continue
         if command.get("t") == "stop":
             process.stop_capture()
+        elif command.get("t") == "shed":
+            process.evict_flows(float(command.get("fraction", 0.25)))
         elif command.get("t") == "kill":
             process.finished.set()
             return
