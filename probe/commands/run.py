@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 from typing import Any
 
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, UsageError, add_config_flags, load_from_args
@@ -84,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     if outcome == "fatal":
+        print(f"probe: fatal: {summary['fatal']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary["pending"] == 0 else EXIT_PENDING
 
