@@ -359,7 +359,7 @@ class ResourcesActor(SupervisedActor):
             if self._disk_paused or self._since_report("spool_retry") >= 10 * self.budgets.check_interval:
                 self._disk_paused = False
                 self._reported["spool_retry"] = time.monotonic()
-                self.buffer.retry_disk()
+                self.buffer.disk_ok = True  # the next batch tries the spool again
                 log.info("the spool takes events again", extra={"component": "resources", "event": "spool_resumed"})
 
     def _since_report(self, reason: str) -> float:

@@ -44,6 +44,9 @@ from storage.spool import Spool
 
 log = logging.getLogger("probe.app")
 
+#: capture-file counters that measure volume, not problems (kept out of "skipped")
+_CAPFILE_VOLUME = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
+
 #: drop reasons exported at 0 before the first drop (others appear when they happen)
 DROP_REASONS = ("buffer_full", "signature", "encoding", "memory_budget")
 
@@ -411,7 +414,7 @@ class ProbeApp:
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:"))},
+            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:")) and k not in _CAPFILE_VOLUME},
             "source_errors": errors,
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),

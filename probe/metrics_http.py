@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -113,7 +113,3 @@ class MetricsServer:
         self.server.server_close()
         self._thread.join(timeout=5)
 
-
-def families(metrics: Metrics) -> Iterable[Metric]:
-    """The metric families as prometheus_client builds them (tests and tools)."""
-    return MetricsBridge(metrics).collect()
