@@ -46,7 +46,8 @@ total length under the header length), ``fragment_with_DF`` (IPv4) and
 the headers of such a first fragment, the decoder may too).
 
 Bounds: an incomplete datagram expires ``timeout`` seconds after its first fragment
-(``expired``); the bytes held (payload plus a fixed charge per datagram and per stored
+(``expired``; 30 s by default as Linux's ipfrag_time, where Zeek's default is never;
+``expire(math.inf)`` drops everything at end of input); the bytes held (payload plus a fixed charge per datagram and per stored
 piece, so floods of tiny fragments are bounded too) never exceed ``max_bytes``: the oldest
 datagrams are evicted first (``evicted``), and a datagram that alone would not fit is
 dropped (``dropped``). ``counters``: ``fragments``, ``atomic``, ``reassembled``,
@@ -106,11 +107,8 @@ class FragmentReassembler:
              header_len: int, total_len: int, payload: bytes) -> tuple[int, bytes] | None:
         """Add an IPv4 fragment; the (protocol, payload) of its datagram once complete."""
         self.weirds = []
-        if frag_field & 0x4000:
-            # Linux path-MTU discovery for UDP can do this, for example.
-            self.weirds.append("fragment_with_DF")
         return self._add(ts, (src, dst, ident, proto), proto, (frag_field & 0x1FFF) << 3,
-                         frag_field & 0x2000, header_len, total_len, payload)
+                         frag_field & 0x2000, frag_field & 0x4000, header_len, total_len, payload)
 
     def ipv6(self, ts: float, src: bytes, dst: bytes, ident: int, next_header: int,
              offset_field: int, header_len: int, total_len: int,
@@ -128,7 +126,7 @@ class FragmentReassembler:
                 return None
             self.counters["atomic"] += 1
             return next_header, payload[:size]
-        return self._add(ts, (src, dst, ident), next_header, offset, more, header_len,
+        return self._add(ts, (src, dst, ident), next_header, offset, more, 0, header_len,
                          total_len, payload)
 
     def expire(self, now: float) -> int:
@@ -148,8 +146,9 @@ class FragmentReassembler:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _add(self, ts: float, key: tuple, proto: int, offset: int, more: int, header_len: int,
-             total_len: int, payload: bytes) -> tuple[int, bytes] | None:
+    def _add(self, ts: float, key: tuple, proto: int, offset: int, more: int, dont_fragment: int,
+             header_len: int, total_len: int, payload: bytes) -> tuple[int, bytes] | None:
+        """Zeek's FragReassembler::AddFragment, in its order of checks and weirds."""
         counters = self.counters
         counters["fragments"] += 1
         weirds = self.weirds
@@ -177,6 +176,9 @@ class FragmentReassembler:
             self.held_bytes += DATAGRAM_COST
         elif proto != dg.proto or header_len != dg.header_len:
             weirds.append("fragment_protocol_inconsistency")
+        if dont_fragment:
+            # Linux path-MTU discovery for UDP can do this, for example.
+            weirds.append("fragment_with_DF")
         if not offset:
             dg.proto = proto  # RFC 8200: the offset-0 fragment's next header counts
 
