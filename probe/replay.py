@@ -6,17 +6,19 @@
     replay.error                        # None, or one line: unreadable file, corrupt, truncated
     replay.counters                     # the reader's counters (packets, bytes, skip reasons)
 
-``read_frames(path)`` is the one-frame-at-a-time shorthand for tests and tools.
-A missing or unreadable file is an ``error``, never an exception.
+``read_frames(path)`` is the one-frame-at-a-time shorthand for tests and tools, and
+``dissect_file(path)`` runs a whole file through the flow engine. A missing or unreadable
+file is an ``error``, never an exception.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from protocols.capfile import CaptureReader, Frame
+from protocols.dissect import DissectSettings, Dissector
 
 DEFAULT_CHUNK = 1 << 20
 
@@ -76,3 +78,20 @@ class FileReplay:
 def read_frames(path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK) -> Iterator[Frame]:
     """Every frame of the capture at ``path``; use :class:`FileReplay` to see errors too."""
     return FileReplay(path, chunk_size).frames()
+
+
+def dissect_file(path: str | Path, settings: DissectSettings = DissectSettings()) -> tuple[list[Any], dict[str, int]]:
+    """Every event the engine produces for a capture file, and its counters.
+
+    The reader's counters join the engine's as ``capfile:<name>`` (as the capture actor
+    reports them), so a damaged file shows up as ``capfile:truncated_record`` and the like.
+    """
+    dissector = Dissector(settings)
+    replay = FileReplay(path)
+    events: list[Any] = []
+    for batch in replay.batches():
+        events.extend(dissector.feed(batch))
+    events.extend(dissector.finish())
+    counters = dict(dissector.counters)
+    counters.update((f"capfile:{name}", value) for name, value in replay.counters.items())
+    return events, counters
