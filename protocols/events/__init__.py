@@ -24,6 +24,7 @@ from protocols.events.envelope import (
 )
 from protocols.events.conn import Conn
 from protocols.events.notice import Notice
+from protocols.events.ssl import Ssl
 from protocols.events.weird import Weird
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "EnvelopeHeader",
     "EventRecord",
     "Notice",
+    "Ssl",
     "Weird",
     "as_json_object",
     "canonical_bytes",
