@@ -23,6 +23,7 @@ from protocols.events.envelope import (
     split_signed,
 )
 from protocols.events.conn import Conn
+from protocols.events.kerberos import Kerberos
 from protocols.events.notice import Notice
 from protocols.events.ssl import Ssl
 from protocols.events.weird import Weird
@@ -35,6 +36,7 @@ __all__ = [
     "EncodedEvent",
     "EnvelopeHeader",
     "EventRecord",
+    "Kerberos",
     "Notice",
     "Ssl",
     "Weird",
