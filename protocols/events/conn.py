@@ -15,6 +15,10 @@ class Conn:
     ``orig_bytes``/``resp_bytes`` are payload bytes (from TCP sequence numbers for TCP),
     ``*_ip_bytes`` count IP-layer bytes, ``history`` and ``conn_state`` use Zeek's letters.
     ``vlan``/``inner_vlan`` are Zeek's vlan-logging fields; ``vlans`` is the whole tag stack.
+
+    Beyond Zeek: ``orig_l2_bytes``/``resp_l2_bytes`` sum the frames' wire lengths and
+    ``orig_payload_bytes``/``resp_payload_bytes`` the TCP/UDP payload lengths of every
+    packet counted (retransmissions included), the way tshark and Arkime count.
     """
 
     ts: float
@@ -41,3 +45,7 @@ class Conn:
     vlans: tuple[int, ...] | None = None
     orig_l2_addr: str | None = None
     resp_l2_addr: str | None = None
+    orig_l2_bytes: int | None = None
+    resp_l2_bytes: int | None = None
+    orig_payload_bytes: int | None = None
+    resp_payload_bytes: int | None = None
