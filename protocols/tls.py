@@ -417,7 +417,8 @@ class TlsAnalyzer(Analyzer):
             fields["client_versions"] = tuple(
                 [version_name(v) for v in hello.supported_versions if v not in GREASE]
             )
-            fields["client_ciphers"] = tuple([f"0x{c:04x}" for c in hello.ciphers])
+            width = 6 if hello.sslv2 else 4  # SSLv2 cipher specs are 3 bytes
+            fields["client_ciphers"] = tuple([f"0x{c:0{width}x}" for c in hello.ciphers])
             fields["client_alpn"] = hello.alpn
             fields["ech"] = hello.ech
             if not hello.sslv2:

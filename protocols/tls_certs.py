@@ -10,8 +10,10 @@ TLS 1.3 sends them encrypted, so nothing here runs for it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import attrs
+from cryptography import utils as crypto_utils
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -54,7 +56,10 @@ def fingerprint(der: bytes) -> str:
 def summarize(der: bytes) -> CertSummary | None:
     """Subject, issuer and host names of a DER certificate; None if it does not decode."""
     try:
-        cert = x509.load_der_x509_certificate(der)
+        with warnings.catch_warnings():
+            # a negative serial number etc. is the sender's problem, not a log line of ours
+            warnings.simplefilter("ignore", crypto_utils.CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
         subject = cert.subject.rfc4514_string()
         issuer = cert.issuer.rfc4514_string()
         names: list[str] = []
