@@ -170,7 +170,7 @@ class TlsAnalyzer(Analyzer):
             self._alerts(is_orig, fragment, ts)
         elif content_type == _HEARTBEAT:
             self._start(ts)
-            self._add_history(is_orig, "b", ts)
+            self._add_history(is_orig == self._client_is_orig, "b", ts)
         elif content_type == _APPLICATION_DATA:
             if self._version is not None:
                 self.ctx.weird("ssl_early_application_data", ts)
@@ -187,8 +187,8 @@ class TlsAnalyzer(Analyzer):
         if len(buf) - off < size:
             return 0
         record = buf[off : off + size]
-        kind = -1
-        if size > 3:
+        kind = -1  # too short to be any SSLv2 message we read
+        if size > 5:
             kind = record[2] if head & 0x80 else record[3]
         if self._record_version == SSLv2:
             if is_orig == self._client_is_orig and kind == 2:  # client-master-key
@@ -330,18 +330,18 @@ class TlsAnalyzer(Analyzer):
     def _certificates(self, is_client: bool, certs: tuple[bytes, ...]) -> None:
         if not certs:
             return
-        if self._server_certs is None:
-            self._server_certs = []
-            self._client_certs = []
-        chain = self._client_certs if is_client else self._server_certs
-        assert chain is not None
+        # Zeek starts both chains at the first certificate seen from either side
+        server_chain = self._server_certs if self._server_certs is not None else []
+        client_chain = self._client_certs if self._client_certs is not None else []
+        self._server_certs, self._client_certs = server_chain, client_chain
+        chain = client_chain if is_client else server_chain
         if not chain:
             leaf = summarize(certs[0])
             if is_client:
                 self._client_leaf = leaf
             else:
                 self._server_leaf = leaf
-        chain.extend(fingerprint(der) for der in certs)
+        chain.extend([fingerprint(der) for der in certs])
 
     def _server_key_exchange(self, body: bytes) -> None:
         if self._cipher is None:

@@ -10,6 +10,7 @@ JA4  = "t13d1516h2_<sha256[:12] of sorted ciphers>_<sha256[:12] of sorted extens
 
 from __future__ import annotations
 
+import struct
 from hashlib import md5, sha256
 
 from protocols.tls_hello import TlsClientHello, TlsServerHello
@@ -62,18 +63,23 @@ def _short_sha(text: str) -> str:
     return sha256(text.encode("ascii")).hexdigest()[:12] if text else _EMPTY_HASH
 
 
+def _hex_list(values: list[int]) -> str:
+    """Values as comma-separated 4-digit lower-case hex ("1301,c02b")."""
+    return struct.pack(f"!{len(values)}H", *values).hex(",", 2) if values else ""
+
+
 def ja4_parts(hello: TlsClientHello, transport: str = "t") -> tuple[str, str]:
     """(JA4, JA4_r): the fingerprint and its raw, unhashed form."""
     versions = [v for v in hello.supported_versions if v not in GREASE]
     version = _JA4_VERSIONS.get(max(versions) if versions else hello.version, "00")
-    ciphers = sorted([f"{c:04x}" for c in hello.ciphers if c not in GREASE])
+    ciphers = sorted([c for c in hello.ciphers if c not in GREASE])  # ints sort as their fixed-width hex
     extensions = [e for e in hello.extensions if e not in GREASE]
     sni = "d" if 0 in extensions else "i"
     head = f"{transport}{version}{sni}{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{_ja4_alpn(hello)}"
-    ext_hex = ",".join(sorted([f"{e:04x}" for e in extensions if e != 0x0000 and e != 0x0010]))
-    sigs = ",".join([f"{s:04x}" for s in hello.signature_algorithms if s not in GREASE])
+    ext_hex = _hex_list(sorted([e for e in extensions if e != 0x0000 and e != 0x0010]))
+    sigs = _hex_list([s for s in hello.signature_algorithms if s not in GREASE])
     ext_text = f"{ext_hex}_{sigs}" if sigs else ext_hex
-    cipher_text = ",".join(ciphers)
+    cipher_text = _hex_list(ciphers)
     return (
         f"{head}_{_short_sha(cipher_text)}_{_short_sha(ext_text)}",
         f"{head}_{cipher_text}_{ext_text}",

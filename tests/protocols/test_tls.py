@@ -410,3 +410,20 @@ def test_random_corruption_never_raises():
         parser.data(False, bytes(s), 1.1)
         parser.end(2.0)
         assert len(ctx.events) <= 1
+
+
+def test_sslv2_server_hello_and_client_master_key_establish():
+    specs = bytes.fromhex("010080")
+    body = u8(1) + u16(0x0002) + u16(3) + u16(0) + u16(16) + specs + bytes(16)
+    client_hello_v2 = bytes((0x80 | (len(body) >> 8), len(body) & 0xFF)) + body
+    cert = make_certificate("old.example.com")
+    sh_body = u8(4) + u8(0) + u8(1) + u16(0x0002) + u16(len(cert)) + u16(3) + u16(16) + cert + specs + bytes(16)
+    server_hello_v2 = bytes((0x80 | (len(sh_body) >> 8), len(sh_body) & 0xFF)) + sh_body
+    cmk_body = u8(2) + specs + u16(0) + u16(8) + u16(0) + bytes(8)
+    master_key = bytes((0x80, len(cmk_body))) + cmk_body
+    event = only_event(run([client_hello_v2, master_key], [server_hello_v2], order="csc"))
+    assert event["version"] == "SSLv2"
+    assert event["cipher"] == "SSLv20_CK_RC4_128_WITH_MD5"
+    assert event["ssl_history"] == "Cs"
+    assert event["established"] is True
+    assert len(event["cert_chain_fps"]) == 1
