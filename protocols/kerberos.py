@@ -11,9 +11,10 @@ so a client that reuses its source port is not hidden.
 Messages are decoded by :mod:`protocols.kerberos_messages` on a small DER reader of our
 own (impacket's pyasn1 structures are ~100x slower and raise many exception types).
 
-For the SMB/HTTP parsers, :func:`parse_ap_req`, :func:`parse_ap_reply` and
-:func:`ap_exchange_event` decode a Kerberos AP-REQ/AP-REP found in SPNEGO/GSS-API and
-build the ``kerberos`` event Zeek writes for it (``request_type`` "AP").
+For the SMB/DCE-RPC/HTTP parsers, :class:`GssKerberos` (one per flow) turns the Kerberos
+tokens they find in SPNEGO/GSS-API into the ``kerberos`` events Zeek writes for them
+(``request_type`` "AP"); :func:`parse_ap_req`, :func:`parse_ap_reply` and
+:func:`ap_exchange_event` are its stateless parts.
 """
 
 from __future__ import annotations
@@ -310,6 +311,55 @@ def ap_exchange_event(
     return exchange.event(uid, conn_id)
 
 
+class GssKerberos:
+    """Kerberos AP exchanges inside one flow of another protocol (SMB, DCE/RPC, HTTP Negotiate).
+
+    The carrier's parser keeps one per flow, hands it every Kerberos token it unwraps from
+    SPNEGO/GSS-API (bare message or GSS-wrapped, either direction) and calls :meth:`end`
+    when the flow ends. As Zeek: an AP-REQ opens a ``kerberos`` record (``request_type``
+    "AP"), the AP-REP (success) or KRB-ERROR (failure) completes and emits it, and an
+    unanswered AP-REQ is emitted at the end. A second AP-REQ before any answer replaces
+    the first, as Zeek's single per-connection record does.
+    """
+
+    __slots__ = ("ctx", "_request", "_ts")
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self._request: ApRequest | None = None
+        self._ts = 0.0
+
+    def token(self, token: bytes, is_orig: bool, ts: float) -> bool:
+        """Take one Kerberos token; False if it is not an AP-REQ/AP-REP/KRB-ERROR we could read."""
+        request = parse_ap_req(token)
+        if request is not None:
+            self._request = request
+            self._ts = ts
+            return True
+        reply = parse_ap_reply(token)
+        if reply is None:
+            return False
+        request, self._request = self._request, None
+        if reply.error is not None and reply.error.error_text in IGNORED_ERRORS:
+            return True  # Zeek drops the record
+        if request is not None:
+            self.ctx.emit(ap_exchange_event(self.ctx.uid, self.ctx.id, self._ts, request, reply))
+            return True
+        exchange = _Exchange(ts)  # an answer whose AP-REQ was not seen: Zeek still logs it
+        if reply.error is None:
+            exchange.success = True
+        else:
+            exchange.error(reply.error)
+        self.ctx.emit(exchange.event(self.ctx.uid, self.ctx.id))
+        return True
+
+    def end(self, ts: float) -> None:
+        """The flow is over: report an AP-REQ that got no answer."""
+        if self._request is not None:
+            self.ctx.emit(ap_exchange_event(self.ctx.uid, self.ctx.id, self._ts, self._request))
+            self._request = None
+
+
 __all__ = [
     "AP_REP",
     "AP_REQ",
@@ -317,6 +367,7 @@ __all__ = [
     "KRB_ERROR",
     "ApReply",
     "ApRequest",
+    "GssKerberos",
     "KerberosAnalyzer",
     "KerberosTcpAnalyzer",
     "ap_exchange_event",

@@ -11,6 +11,7 @@ import pytest
 from protocols import der
 from protocols.events.base import as_json_object
 from protocols.kerberos import (
+    GssKerberos,
     KerberosAnalyzer,
     ap_exchange_event,
     parse_ap_reply,
@@ -281,3 +282,30 @@ def test_der_reader_rejects_overruns():
         der.tlv(b"\x30\x05\x02\x01", 0, 4)
     with pytest.raises(ValueError):
         der.tlv(b"\x30\x85\x00\x00\x00\x00\x01", 0, 7)
+
+
+def test_gss_kerberos_pairs_ap_exchanges_of_a_carrier_flow():
+    ctx = Context()
+    tracker = GssKerberos(ctx)
+    assert tracker.token(ap_req("SRT-AD.LOCAL", ("cifs", "DC1"), 18), True, 10.0)  # bare, as SPNEGO unwrapping gives
+    assert ctx.events == []
+    assert tracker.token(gss(0x0200, ap_rep()), False, 10.5)
+    (event,) = events(ctx)
+    assert (event["request_type"], event["client"], event["success"], event["ts"]) == ("AP", "/SRT-AD.LOCAL", True, 10.0)
+    assert not tracker.token(b"NTLMSSP\x00", True, 11.0)
+    tracker.token(gss(0x0100, ap_req("X.ORG", ("HTTP", "w"), 23)), True, 12.0)
+    tracker.end(13.0)
+    assert [e["cipher"] for e in events(ctx)] == ["aes256-cts-hmac-sha1-96", "rc4-hmac"]
+    assert events(ctx)[1]["success"] is None
+
+
+def test_gss_kerberos_error_answer_and_answer_without_request():
+    ctx = Context()
+    tracker = GssKerberos(ctx)
+    tracker.token(ap_req("R.ORG", ("cifs", "f"), 18), True, 1.0)
+    tracker.token(krb_error(41, "R.ORG", ("cifs", "f")), False, 1.1)
+    tracker.token(ap_rep(), False, 2.0)
+    tracker.end(3.0)
+    first, second = events(ctx)
+    assert first["success"] is False and first["error_msg"] == "KRB_AP_ERR_MODIFIED"
+    assert second["request_type"] is None and second["success"] is True
