@@ -59,17 +59,6 @@ def context_fields(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int
     return fields
 
 
-def children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    """The elements of a SEQUENCE OF's content, as (tag, start, end)."""
-    items = []
-    off = start
-    while off < end:
-        item = tlv(buf, off, end)
-        items.append(item)
-        off = item[2]
-    return items
-
-
 def integer(buf: bytes, start: int, end: int) -> int:
     """The INTEGER element at ``start``."""
     cstart, cstop = expect(buf, start, end, INTEGER)
