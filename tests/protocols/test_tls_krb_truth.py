@@ -2,8 +2,8 @@
 
 Truth (../shared/pcaps): every TLS connection and every Kerberos exchange must agree on
 every truth field. Corpus (../shared/corpus): every Zeek ssl.log/kerberos.log record,
-Suricata tls/krb5 check and Arkime TLS/krb5 session must agree, except Kerberos AP
-exchanges carried in SMB sessions when no SMB parser is registered to find them.
+Suricata tls/krb5 check and Arkime TLS/krb5 session must agree, including the Kerberos AP
+exchanges that the SMB parser hands over from SPNEGO.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from probe.fidelity import kerberos as krb_fidelity
 from probe.fidelity import ssl as ssl_fidelity
 from probe.replay import dissect_file
-from protocols.analyzer import ANALYZERS
 from protocols.dissect import DissectSettings
 from protocols.events.base import as_json_object
 from tests.conftest import corpus_captures
@@ -60,10 +59,6 @@ def _tls_krb_baselines() -> list[Path]:
 CORPUS_SETTINGS = DissectSettings(verify_ip_checksum=False)
 
 
-def _carried_in_smb(miss: str) -> bool:
-    return " AP: " in miss and ":445 " in miss
-
-
 @pytest.mark.parametrize("capture", _tls_krb_baselines(), ids=lambda p: p.name)
 def test_corpus_agreement(corpus_dir: Path, capture: Path) -> None:
     expected = json.loads(capture.with_name(capture.stem + ".expected.json").read_text())
@@ -72,7 +67,6 @@ def test_corpus_agreement(corpus_dir: Path, capture: Path) -> None:
         expected, events, capture.name
     )
     assert reports, "a tls/kerberos baseline must yield at least one comparison"
-    smb_parsed = "smb" in ANALYZERS
     for report in reports:
-        misses = [m for m in report.misses if smb_parsed or not _carried_in_smb(m)]
-        assert misses == [], f"{report.kind}/{report.source}: {misses}"
+        assert report.misses == [], f"{report.kind}/{report.source}: {report.misses}"
+        assert report.agreement == 1.0
