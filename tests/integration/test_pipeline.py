@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 
 import pytest
@@ -11,30 +10,34 @@ from tests.conftest import corpus_captures, shared_pcaps
 from tests.integration.probe_runs import core_accounts, core_events, run_probe
 
 
-def conversation_key(proto: str, a_ip: str, a_port: int, b_ip: str, b_port: int) -> tuple:
-    """tshark's conversation: ICMP per address pair, TCP/UDP per 5-tuple."""
+def fold(out: dict, proto: str, a_ip: str, a_port: int, b_ip: str, b_port: int, a_pkts: int, b_pkts: int) -> None:
+    """Add one flow to tshark's conversations: TCP/UDP per 5-tuple with its originator;
+    ICMP per address pair (Zeek splits ICMP by type and code, tshark does not), counted
+    from the lower address to the higher and back."""
     if proto in ("icmp", "icmpv6"):
-        return ("icmp", a_ip, b_ip)
-    return (proto, a_ip, a_port, b_ip, b_port)
+        if b_ip < a_ip:
+            a_ip, b_ip, a_pkts, b_pkts = b_ip, a_ip, b_pkts, a_pkts
+        key: tuple = ("icmp", a_ip, b_ip)
+    else:
+        key = (proto, a_ip, a_port, b_ip, b_port)
+    counts = out.setdefault(key, [0, 0])
+    counts[0] += a_pkts
+    counts[1] += b_pkts
 
 
 def conn_packets_by_conversation(conns: list[dict]) -> dict[tuple, list[int]]:
-    """Our conn events folded into tshark's conversations: [orig packets, resp packets]."""
-    out: dict[tuple, list[int]] = collections.defaultdict(lambda: [0, 0])
+    """Our conn events folded into tshark's conversations: [packets a->b, packets b->a]."""
+    out: dict[tuple, list[int]] = {}
     for c in conns:
-        key = conversation_key(c["proto"], c["id.orig_h"], c["id.orig_p"], c["id.resp_h"], c["id.resp_p"])
-        out[key][0] += c["orig_pkts"]
-        out[key][1] += c["resp_pkts"]
-    return dict(out)
+        fold(out, c["proto"], c["id.orig_h"], c["id.orig_p"], c["id.resp_h"], c["id.resp_p"], c["orig_pkts"], c["resp_pkts"])
+    return out
 
 
 def truth_packets_by_conversation(truth: dict) -> dict[tuple, list[int]]:
-    out: dict[tuple, list[int]] = collections.defaultdict(lambda: [0, 0])
+    out: dict[tuple, list[int]] = {}
     for f in truth["flows"]:
-        key = conversation_key(f["proto"], f["a_ip"], f["a_port"], f["b_ip"], f["b_port"])
-        out[key][0] += f["a_to_b"]["packets"]
-        out[key][1] += f["b_to_a"]["packets"]
-    return dict(out)
+        fold(out, f["proto"], f["a_ip"], f["a_port"], f["b_ip"], f["b_port"], f["a_to_b"]["packets"], f["b_to_a"]["packets"])
+    return out
 
 
 @pytest.mark.timeout(120)
