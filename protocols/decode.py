@@ -44,8 +44,9 @@ WIN = 14  # TCP window (unscaled)
 VLANS = 15  # VLAN id stack (outermost first) or None
 DATA = 16  # the bytes the offsets refer to (the frame, or a reassembled datagram)
 NOTE = 17  # a non-fatal weird name met while decoding (``ip_hdr_len_zero``) or None
+KEY = 18  # TCP/UDP: the directional flow key (see :func:`flow_key`); None otherwise
 
-Decoded = tuple  # the 18 fields above; a plain tuple because it is built per packet
+Decoded = tuple  # the 19 fields above; a plain tuple because it is built per packet
 DecodeResult = Union[Decoded, str]
 
 TCP = 6
@@ -91,6 +92,23 @@ def decode(linktype: int, data: bytes, wirelen: int, check_ip: bool = True) -> D
         if end < 14:
             return "weird:truncated_ethernet_frame"
         ethertype = (data[12] << 8) | data[13]
+        if ethertype == _ETH_IPV4 and end >= 54 and data[14] == 0x45 and data[23] == TCP:
+            # the shortest path: Ethernet, IPv4 without options, TCP; anything unusual
+            # (bad lengths, fragments, checksum) falls through to the general decoder
+            total = (data[16] << 8) | data[17]
+            if (
+                40 <= total <= wirelen - 14
+                and not ((data[20] << 8) | data[21]) & 0x3FFF
+                and not (check_ip and int.from_bytes(data[14:34], "big") % 0xFFFF)
+            ):
+                ip_end = 14 + total
+                cap_end = ip_end if ip_end < end else end
+                sport, dport, seq, ack, doff, flags, win = _TCP_HEADER(data, 34)
+                doff = (doff >> 4) << 2
+                l4_len = total - 20
+                if 20 <= doff <= l4_len and 34 + doff <= cap_end:
+                    return (TCP, data[26:30], data[30:34], sport, dport, total, 34, l4_len, 34 + doff,
+                            l4_len - doff, cap_end, flags, seq, ack, win, None, data, None, data[26:38])
         if ethertype == _ETH_IPV4 or ethertype == _ETH_IPV6:
             return decode_ip(data, 14, wirelen - 14, None, check_ip)
         if ethertype in _VLAN_TPIDS:
@@ -210,24 +228,46 @@ def _transport(
             return "weird:bad_TCP_header_len"
         if doff > l4_len or doff > cap:
             return "weird:truncated_header"
+        key = src + dst + data[l4 : l4 + 4]
         return (TCP, src, dst, sport, dport, ip_len, l4, l4_len, l4 + doff, l4_len - doff, cap_end, flags, seq, ack,
-                win, vlans, data, note)
+                win, vlans, data, note, key if vlans is None else (key, vlans))
     if proto == UDP:
         if l4_len < 8:
             return "weird:truncated_header"
         if cap < 8:
             return "weird:internally_truncated_header"
         sport, dport, ulen, checksum = _UDP_HEADER(data, l4)
+        key = src + dst + data[l4 : l4 + 4]
         return (UDP, src, dst, sport, dport, ip_len, l4, l4_len, l4 + 8, l4_len - 8, cap_end, ulen, checksum, 0, 0,
-                vlans, data, note)
+                vlans, data, note, key if vlans is None else (key, vlans))
     if proto == ICMP or proto == ICMP6:
         if l4_len < 8:
             return "weird:truncated_header"
         if cap < 8:
             return "weird:internally_truncated_header"
         return (proto, src, dst, data[l4], data[l4 + 1], ip_len, l4, l4_len, l4 + 8, l4_len - 8, cap_end, 0, 0, 0, 0,
-                vlans, data, note)
-    return (proto, src, dst, 0, 0, ip_len, l4, l4_len, l4, l4_len, cap_end, 0, 0, 0, 0, vlans, data, note)
+                vlans, data, note, None)
+    return (proto, src, dst, 0, 0, ip_len, l4, l4_len, l4, l4_len, cap_end, 0, 0, 0, 0, vlans, data, note, None)
+
+
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int, vlans: tuple[int, ...] | None) -> bytes | tuple:
+    """The directional TCP/UDP flow key: addresses and ports as on the wire, plus VLANs.
+
+    ``src + dst + sport + dport`` is exactly the header bytes of an option-less IPv4
+    packet from offset 12 (and the same for IPv6 from offset 8 when TCP/UDP follows
+    directly), so the engine can slice it out of the frame; with VLAN tags the key is
+    ``(bytes, vlans)``, a different type, so tagged and untagged flows never collide.
+    """
+    raw = src + dst + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+    return raw if vlans is None else (raw, vlans)
+
+
+def reverse_key(key: bytes | tuple, address_length: int) -> bytes | tuple:
+    """The key of the other direction of the flow with ``key``."""
+    if key.__class__ is tuple:
+        return reverse_key(key[0], address_length), key[1]
+    a = address_length
+    return key[a : 2 * a] + key[:a] + key[2 * a + 2 : 2 * a + 4] + key[2 * a : 2 * a + 2]
 
 
 def transport_checksum_ok(proto: int, src: bytes, dst: bytes, data: bytes, l4_off: int, l4_len: int) -> bool:

@@ -31,14 +31,14 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections import OrderedDict
+import struct
 from typing import Any, Iterable
 
 import attrs
 
 import protocols.parsers  # noqa: F401  (importing it registers every parser)
 from protocols.analyzer import ANALYZERS
-from protocols.decode import decode, transport_checksum_ok
+from protocols.decode import decode, reverse_key, transport_checksum_ok
 from protocols.detect import MAX_HEAD, NEED_MORE, detect, is_smb1
 from protocols.events.weird import Weird
 from protocols.flows import (
@@ -47,6 +47,7 @@ from protocols.flows import (
     LIKELY_SERVER_PORTS,
     TCP,
     UDP,
+    HIST_DATA_ACK_ALL,
     Flow,
     FlowSink,
     attempt_expired,
@@ -54,10 +55,13 @@ from protocols.flows import (
     close_complete,
     compile_local_nets,
     conn_event,
+    history_data_or_ack,
     icmp_packet,
     icmp_ports,
+    retransmission,
     tcp_packet,
     udp_packet,
+    zero_window,
 )
 from protocols.linktypes import ETHERNET
 from protocols.reassembly import ReassemblyBudget
@@ -70,6 +74,8 @@ APP_ACTIVE = 1  # a parser is attached
 APP_NONE = 2  # no parser for this flow
 APP_STOPPED = 3  # the parser gave up or failed
 
+_TCP_HEADER = struct.Struct(">HHIIBBH").unpack_from
+_UID_TAIL = struct.Struct(">Hd")
 _SYN = 0x02
 _ACK = 0x10
 _INF = float("inf")
@@ -157,19 +163,32 @@ class _FlowContext:
 class Dissector(FlowSink):
     """Frames in, events out; see the module docstring for what ends a flow and the counters."""
 
-    def __init__(self, settings: DissectSettings = DissectSettings()) -> None:
+    def __init__(self, settings: DissectSettings = DissectSettings(), *, fast_path: bool = True) -> None:
+        """``fast_path=False`` sends every TCP segment through the full logic (for tests)."""
         self.settings = settings
+        self._fast_path = fast_path
         self.counters: dict[str, int] = {"packets": 0, "flows": 0, "flows_evicted": 0}
         self.tcp_close_delay = settings.tcp_close_delay
         self.tcp_attempt_timeout = settings.tcp_attempt_timeout
-        self._tables: dict[int, OrderedDict] = {TCP: OrderedDict(), UDP: OrderedDict(), ICMP: OrderedDict(), 0: OrderedDict()}
+        # directional key -> flow; each flow is in its table under both directions' keys
+        self._tcp: dict[Any, Flow] = {}
+        self._udp: dict[Any, Flow] = {}
+        self._icmp: dict[Any, Flow] = {}
+        self._other: dict[Any, Flow] = {}
+        self._live: dict[Flow, None] = {}  # every open flow once, in creation order
         self._timeouts = {
             TCP: settings.tcp_idle_timeout,
             UDP: settings.udp_idle_timeout,
             ICMP: settings.icmp_idle_timeout,
-            0: settings.other_idle_timeout,
+            ICMP6: settings.icmp_idle_timeout,
         }
-        self._nflows = 0
+        self._other_timeout = settings.other_idle_timeout
+        # idle flows are found by a scan of all flows at this packet-time interval
+        self._scan_interval = max(1.0, min(
+            settings.tcp_idle_timeout, settings.udp_idle_timeout, settings.icmp_idle_timeout,
+            settings.other_idle_timeout,
+        ) / 10.0)
+        self._next_scan = -_INF
         self._heap: list[tuple[float, int, Flow]] = []
         self._heap_seq = 0
         self._events: list[Any] = []
@@ -186,50 +205,93 @@ class Dissector(FlowSink):
 
     def feed(self, frames: Iterable[Frame]) -> list[Any]:
         """Process frames; return the events finished so far (conn, weird, parser events)."""
-        counters = self.counters
-        tcp_table = self._tables[TCP]
-        udp_table = self._tables[UDP]
-        icmp_table = self._tables[ICMP]
+        tcp_table = self._tcp
+        udp_table = self._udp
         tcp_timeout = self._timeouts[TCP]
         udp_timeout = self._timeouts[UDP]
-        icmp_timeout = self._timeouts[ICMP]
         check_ip = self.settings.verify_ip_checksum
         verify = self.settings.verify_transport_checksums
         next_sweep = self._next_sweep
+        fast_path = self._fast_path
+        from_bytes = int.from_bytes
+        tcp_header = _TCP_HEADER
+        hist_all = HIST_DATA_ACK_ALL
         packets = 0
         ts = self._now
         for ts, linktype, data, wirelen in frames:
             packets += 1
             if ts >= next_sweep:
+                self._now = ts
                 self._expire(ts)
                 next_sweep = math.floor(ts) + 1.0
-            result = decode(linktype, data, wirelen, check_ip)
-            if result.__class__ is str:
-                self._skip(result, ts)
-                continue
-            (proto, src, dst, sport, dport, ip_len, l4_off, l4_len, pay_off, pay_len, cap_end, flags, seq, ack, win,
-             vlans, data, note) = result
-            if note is not None:
-                self._net_weird(note, ts)
+            # Ethernet + IPv4 (no options) or IPv6 (no extension header) + TCP, inline: the
+            # same checks and results as decode() (tests/protocols/test_decode.py holds
+            # them equal); anything else, or anything odd, goes through decode().
+            proto = -1
+            if linktype == 1:
+                end = len(data)
+                if end >= 54 and data[12:15] == b"\x08\x00\x45" and data[23] == 6:
+                    ip_len = (data[16] << 8) | data[17]
+                    if (
+                        40 <= ip_len <= wirelen - 14
+                        and not (data[20] & 0x3F or data[21])
+                        and not (check_ip and from_bytes(data[14:34], "big") % 0xFFFF)
+                    ):
+                        cap_end = 14 + ip_len
+                        if cap_end > end:
+                            cap_end = end
+                        sport, dport, seq, ack, pay_off, flags, win = tcp_header(data, 34)
+                        pay_off = (pay_off >> 4) << 2
+                        l4_len = ip_len - 20
+                        if 20 <= pay_off <= l4_len and 34 + pay_off <= cap_end:
+                            proto = 6
+                            key = data[26:38]
+                            src = None
+                            l4_off = 34
+                            pay_len = l4_len - pay_off
+                            pay_off += 34
+                elif end >= 74 and data[12:14] == b"\x86\xdd" and data[20] == 6 and data[14] >> 4 == 6:
+                    l4_len = (data[18] << 8) | data[19]
+                    ip_len = 40 + l4_len
+                    if l4_len >= 20 and ip_len <= wirelen - 14:
+                        cap_end = 14 + ip_len
+                        if cap_end > end:
+                            cap_end = end
+                        sport, dport, seq, ack, pay_off, flags, win = tcp_header(data, 54)
+                        pay_off = (pay_off >> 4) << 2
+                        if 20 <= pay_off <= l4_len and 54 + pay_off <= cap_end:
+                            proto = 6
+                            key = data[22:58]
+                            src = None
+                            l4_off = 54
+                            pay_len = l4_len - pay_off
+                            pay_off += 54
+            if proto < 0:
+                result = decode(linktype, data, wirelen, check_ip)
+                if result.__class__ is str:
+                    self._skip(result, ts)
+                    continue
+                (proto, src, dst, sport, dport, ip_len, l4_off, l4_len, pay_off, pay_len, cap_end, flags, seq, ack,
+                 win, vlans, data, note, key) = result
+                if note is not None:
+                    self._net_weird(note, ts)
 
             if proto == TCP:
-                if src < dst or (src == dst and sport <= dport):
-                    key = (src, sport, dst, dport, vlans)
-                    lo_is_src = True
-                else:
-                    key = (dst, dport, src, sport, vlans)
-                    lo_is_src = False
                 flow = tcp_table.get(key)
                 if flow is not None and (ts >= flow.deadline or ts - flow.last_ts >= tcp_timeout):
                     flow = self._recheck(flow, ts, tcp_timeout)
                 if flow is None:
-                    flow = self._new_flow(TCP, tcp_table, key, lo_is_src, src, sport, dst, dport, vlans, ts,
-                                          linktype, data, flags)
-                else:
-                    tcp_table.move_to_end(key)
-                is_orig = lo_is_src == flow.lo_is_orig
+                    if src is None:
+                        alen = 4 if l4_off == 34 else 16
+                        src = key[:alen]
+                        dst = key[alen : 2 * alen]
+                        vlans = None
+                    flow = self._new_flow(TCP, tcp_table, key, src, sport, dst, dport, vlans, ts, linktype, data,
+                                          flags)
+                is_orig = key == flow.okey
                 if verify and cap_end - l4_off >= l4_len and not transport_checksum_ok(
-                    TCP, src, dst, data, l4_off, l4_len
+                    TCP, flow.orig_h if is_orig else flow.resp_h, flow.resp_h if is_orig else flow.orig_h, data,
+                    l4_off, l4_len,
                 ):
                     bad_checksum(flow, is_orig, ts)
                     self.flow_weird(flow, "bad_TCP_checksum", ts)
@@ -239,29 +301,61 @@ class Dissector(FlowSink):
                     flow.orig_ip_bytes += ip_len
                     flow.orig_l2_bytes += wirelen
                     flow.orig_payload += pay_len
+                    ep = flow.orig
+                    peer = flow.resp
                 else:
                     flow.resp_pkts += 1
                     flow.resp_ip_bytes += ip_len
                     flow.resp_l2_bytes += wirelen
                     flow.resp_payload += pay_len
+                    ep = flow.resp
+                    peer = flow.orig
+                if flags & 0x17 == 0x10 and flow.fast and fast_path:
+                    # The fast path: an ACK/data segment of an established flow, near the
+                    # start of both sequence spaces. Under these conditions (kept in
+                    # flow.fast by protocols.flows._update_fast) Zeek's logic reduces to
+                    # the updates below; everything else goes through flows.tcp_packet.
+                    seq_end = seq + pay_len
+                    peer_start = peer.start_seq
+                    if ep.start_seq <= seq and seq_end < ep.seq_limit and peer_start <= ack < peer.seq_limit:
+                        if flow.hist_seen & hist_all != hist_all:
+                            history_data_or_ack(flow, is_orig, pay_len)
+                        if win == 0:
+                            zero_window(flow, ep)
+                        flow.last_ts = ts
+                        if ack > peer.ack_seq:
+                            peer.ack_seq = ack
+                        if seq_end > ep.last_seq:
+                            ep.last_seq = seq_end
+                        elif pay_len:
+                            retransmission(flow, ep)
+                        seq_end = ack - peer_start  # the relative ack
+                        if seq_end > peer.trim_seq:
+                            if seq_end <= peer.next_seq and peer.plain:
+                                peer.trim_seq = seq_end  # nothing to trim, no hole revealed
+                            else:
+                                peer.ack_received(seq_end, ts, flow.is_partial)
+                        if pay_len:
+                            if cap_end - pay_off >= pay_len:
+                                seq_end = seq - ep.start_seq  # the relative sequence number
+                                if seq_end == ep.next_seq and ep.plain:
+                                    ep.next_seq = seq_end + pay_len
+                                else:
+                                    ep.data_sent(
+                                        seq_end, pay_len, data[pay_off : pay_off + pay_len] if ep.keep else None, ts
+                                    )
+                            else:
+                                flow.weird("truncated_tcp_payload", ts)
+                        continue
                 tcp_packet(flow, is_orig, flags, seq, ack, win, pay_len, data, pay_off, cap_end - pay_off, ts)
 
             elif proto == UDP:
-                if src < dst or (src == dst and sport <= dport):
-                    key = (src, sport, dst, dport, vlans)
-                    lo_is_src = True
-                else:
-                    key = (dst, dport, src, sport, vlans)
-                    lo_is_src = False
                 flow = udp_table.get(key)
                 if flow is not None and ts - flow.last_ts >= udp_timeout:
                     flow = self._recheck(flow, ts, udp_timeout)
                 if flow is None:
-                    flow = self._new_flow(UDP, udp_table, key, lo_is_src, src, sport, dst, dport, vlans, ts,
-                                          linktype, data, 0)
-                else:
-                    udp_table.move_to_end(key)
-                is_orig = lo_is_src == flow.lo_is_orig
+                    flow = self._new_flow(UDP, udp_table, key, src, sport, dst, dport, vlans, ts, linktype, data, 0)
+                is_orig = key == flow.okey
                 if (
                     verify
                     and (seq or len(src) == 16)
@@ -288,57 +382,27 @@ class Dissector(FlowSink):
                     self._datagram(flow, is_orig, data[pay_off : pay_off + pay_len], ts)
 
             elif proto == ICMP or proto == ICMP6:
-                sport, dport = icmp_ports(proto, sport, dport)
-                if src < dst or (src == dst and sport <= dport):
-                    key = (src, sport, dst, dport, vlans, proto)
-                    lo_is_src = True
-                else:
-                    key = (dst, dport, src, sport, vlans, proto)
-                    lo_is_src = False
-                flow = icmp_table.get(key)
-                if flow is not None and ts - flow.last_ts >= icmp_timeout:
-                    flow = self._recheck(flow, ts, icmp_timeout)
-                if flow is None:
-                    flow = self._new_flow(proto, icmp_table, key, lo_is_src, src, sport, dst, dport, vlans, ts,
-                                          linktype, data, 0)
-                else:
-                    icmp_table.move_to_end(key)
-                is_orig = lo_is_src == flow.lo_is_orig
-                if verify and cap_end - l4_off >= l4_len and not transport_checksum_ok(
-                    proto, src, dst, data, l4_off, l4_len
-                ):
-                    self.flow_weird(flow, "bad_ICMP_checksum", ts)
-                    continue
-                if is_orig:
-                    flow.orig_pkts += 1
-                    flow.orig_ip_bytes += ip_len
-                    flow.orig_l2_bytes += wirelen
-                else:
-                    flow.resp_pkts += 1
-                    flow.resp_ip_bytes += ip_len
-                    flow.resp_l2_bytes += wirelen
-                icmp_packet(flow, is_orig, pay_len, ts)
-
+                self._icmp_packet(proto, src, dst, sport, dport, vlans, ip_len, l4_off, l4_len, pay_len, cap_end,
+                                  wirelen, ts, linktype, data, verify)
             else:
                 self._other_packet(proto, src, dst, vlans, ip_len, wirelen, ts, linktype, data)
 
         self._next_sweep = next_sweep
-        self._now = ts
-        counters["packets"] += packets
+        if ts > self._now:
+            self._now = ts
+        self.counters["packets"] += packets
         return self._take_events()
 
     def advance(self, now: float) -> list[Any]:
         """Expire flows idle (or due) at packet time ``now``; return the events that produced."""
         if now > self._now:
             self._now = now
-        self._expire(now)
+        self._expire(now, force_scan=True)
         return self._take_events()
 
     def finish(self) -> list[Any]:
         """End of input: end every open flow, oldest first; return all remaining events."""
-        flows = [flow for table in self._tables.values() for flow in table.values()]
-        flows.sort(key=_flow_start)
-        for flow in flows:
+        for flow in sorted(self._live, key=_flow_start):
             if not flow.finished:
                 self._finish(flow, self._now if self._now > flow.last_ts else flow.last_ts)
         return self._take_events()
@@ -346,7 +410,7 @@ class Dissector(FlowSink):
     @property
     def active_flows(self) -> int:
         """Flows currently in the table."""
-        return self._nflows
+        return len(self._live)
 
     # -- FlowSink (called from protocols.flows / reassembly) -----------------------------
 
@@ -388,11 +452,12 @@ class Dissector(FlowSink):
     # -- flow table --------------------------------------------------------------------
 
     def _new_flow(
-        self, proto: int, table: OrderedDict, key: tuple, lo_is_src: bool, src: bytes, sport: int, dst: bytes,
-        dport: int, vlans: tuple[int, ...] | None, ts: float, linktype: int, data: bytes, flags: int,
+        self, proto: int, table: dict, key: Any, src: bytes, sport: int, dst: bytes, dport: int,
+        vlans: tuple[int, ...] | None, ts: float, linktype: int, data: bytes, flags: int,
     ) -> Flow:
-        if self._nflows >= self.settings.max_flows:
-            self._evict_oldest(ts)
+        """A flow for a packet no flow has; ``key`` is the packet's direction."""
+        if len(self._live) >= self.settings.max_flows:
+            self._evict(ts)
         if proto == TCP:
             flip = (not (flags & _SYN) or bool(flags & _ACK)) and sport in LIKELY_SERVER_PORTS and (
                 dport not in LIKELY_SERVER_PORTS or (not (flags & _SYN) and sport < dport)
@@ -401,7 +466,13 @@ class Dissector(FlowSink):
             flip = sport in LIKELY_SERVER_PORTS and dport not in LIKELY_SERVER_PORTS
         else:
             flip = False
-        flow = Flow(proto, key, lo_is_src, src, sport, dst, dport, vlans, ts, self)
+        if proto == TCP or proto == UDP:
+            rkey = reverse_key(key, len(src))
+        elif proto == ICMP or proto == ICMP6:
+            rkey = (dst, src, dport, sport, vlans, proto)
+        else:
+            rkey = (dst, src, vlans, proto)
+        flow = Flow(proto, key, rkey, src, sport, dst, dport, vlans, ts, self)
         if linktype == ETHERNET:
             flow.orig_l2 = data[6:12]
             flow.resp_l2 = data[0:6]
@@ -414,30 +485,53 @@ class Dissector(FlowSink):
         if flip:
             flow.flip()
         table[key] = flow
-        self._nflows += 1
+        table[rkey] = flow
+        self._live[flow] = None
         self.counters["flows"] += 1
         return flow
+
+    def _icmp_packet(
+        self, proto: int, src: bytes, dst: bytes, icmp_type: int, code: int, vlans: tuple[int, ...] | None,
+        ip_len: int, l4_off: int, l4_len: int, pay_len: int, cap_end: int, wirelen: int, ts: float, linktype: int,
+        data: bytes, verify: bool,
+    ) -> None:
+        """An ICMP/ICMPv6 message: Zeek's ICMP "connection" keyed by (type, counterpart or code)."""
+        sport, dport = icmp_ports(proto, icmp_type, code)
+        key = (src, dst, sport, dport, vlans, proto)
+        table = self._icmp
+        timeout = self._timeouts[proto]
+        flow = table.get(key)
+        if flow is not None and ts - flow.last_ts >= timeout:
+            flow = self._recheck(flow, ts, timeout)
+        if flow is None:
+            flow = self._new_flow(proto, table, key, src, sport, dst, dport, vlans, ts, linktype, data, 0)
+        is_orig = key == flow.okey
+        if verify and cap_end - l4_off >= l4_len and not transport_checksum_ok(proto, src, dst, data, l4_off, l4_len):
+            self.flow_weird(flow, "bad_ICMP_checksum", ts)
+            return
+        if is_orig:
+            flow.orig_pkts += 1
+            flow.orig_ip_bytes += ip_len
+            flow.orig_l2_bytes += wirelen
+        else:
+            flow.resp_pkts += 1
+            flow.resp_ip_bytes += ip_len
+            flow.resp_l2_bytes += wirelen
+        icmp_packet(flow, is_orig, pay_len, ts)
 
     def _other_packet(
         self, proto: int, src: bytes, dst: bytes, vlans: tuple[int, ...] | None, ip_len: int, wirelen: int,
         ts: float, linktype: int, data: bytes,
     ) -> None:
         """A packet of another IP protocol (GRE, ESP, SCTP, ...): a port-less flow."""
-        table = self._tables[0]
-        if src <= dst:
-            key = (src, dst, vlans, proto)
-            lo_is_src = True
-        else:
-            key = (dst, src, vlans, proto)
-            lo_is_src = False
+        key = (src, dst, vlans, proto)
+        table = self._other
         flow = table.get(key)
-        if flow is not None and ts - flow.last_ts >= self._timeouts[0]:
-            flow = self._recheck(flow, ts, self._timeouts[0])
+        if flow is not None and ts - flow.last_ts >= self._other_timeout:
+            flow = self._recheck(flow, ts, self._other_timeout)
         if flow is None:
-            flow = self._new_flow(proto, table, key, lo_is_src, src, 0, dst, 0, vlans, ts, linktype, data, 0)
-        else:
-            table.move_to_end(key)
-        if lo_is_src == flow.lo_is_orig:
+            flow = self._new_flow(proto, table, key, src, 0, dst, 0, vlans, ts, linktype, data, 0)
+        if key == flow.okey:
             flow.orig_pkts += 1
             flow.orig_ip_bytes += ip_len
             flow.orig_l2_bytes += wirelen
@@ -447,10 +541,17 @@ class Dissector(FlowSink):
             flow.resp_l2_bytes += wirelen
         flow.last_ts = ts
 
-    def _table_for(self, proto: int) -> OrderedDict:
-        if proto == TCP or proto == UDP or proto == ICMP:
-            return self._tables[proto]
-        return self._tables[ICMP if proto == ICMP6 else 0]
+    def _table_for(self, proto: int) -> dict:
+        if proto == TCP:
+            return self._tcp
+        if proto == UDP:
+            return self._udp
+        if proto == ICMP or proto == ICMP6:
+            return self._icmp
+        return self._other
+
+    def _timeout_for(self, proto: int) -> float:
+        return self._timeouts.get(proto, self._other_timeout)
 
     def _recheck(self, flow: Flow, now: float, timeout: float) -> Flow | None:
         """A packet for a flow that may be over: end it if so (None), else keep it."""
@@ -478,46 +579,43 @@ class Dissector(FlowSink):
         flow.deadline = _INF
         return False
 
-    def _expire(self, now: float) -> None:
-        """End the flows whose deadline or idle timeout has passed at ``now``."""
+    def _expire(self, now: float, force_scan: bool = False) -> None:
+        """End the flows whose deadline has passed, and (at scan times) the idle ones."""
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, flow = heapq.heappop(heap)
             if flow.finished or flow.deadline != deadline:
                 continue  # stale entry
             self._deadline_reached(flow, now)
-        for proto, table in self._tables.items():
-            timeout = self._timeouts[proto]
-            while table:
-                flow = next(iter(table.values()))
-                if now - flow.last_ts < timeout:
-                    break
+        if now >= self._next_scan or force_scan:
+            interval = self._scan_interval
+            self._next_scan = (math.floor(now / interval) + 1.0) * interval
+            timeouts = self._timeouts
+            other = self._other_timeout
+            for flow in [f for f in self._live if now - f.last_ts >= timeouts.get(f.proto, other)]:
                 self._finish(flow, now)
 
-    def _evict_oldest(self, now: float) -> None:
-        """The table is full: end the least recently active flow."""
-        oldest = None
-        for table in self._tables.values():
-            if table:
-                flow = next(iter(table.values()))
-                if oldest is None or flow.last_ts < oldest.last_ts:
-                    oldest = flow
-        if oldest is not None:
+    def _evict(self, now: float) -> None:
+        """The table is full: end the least recently active flows (1/64 of the table at once)."""
+        count = max(1, self.settings.max_flows // 64)
+        for flow in heapq.nsmallest(count, self._live, key=_flow_last):
             self.counters["flows_evicted"] += 1
-            self._finish(oldest, now)
+            self._finish(flow, now)
 
     def _finish(self, flow: Flow, now: float) -> None:
         """The flow is over: flush its streams, end its parser, log its conn."""
         if flow.finished:
             return
         flow.finished = True
-        if self._table_for(flow.proto).pop(flow.key, None) is not None:
-            self._nflows -= 1
+        table = self._table_for(flow.proto)
+        table.pop(flow.okey, None)
+        table.pop(flow.rkey, None)
+        self._live.pop(flow, None)
         if flow.proto == TCP:
             for endpoint in (flow.orig, flow.resp):
                 if flow.app_state == APP_ACTIVE:
-                    endpoint.reasm.flush(now)
-                endpoint.reasm.release()
+                    endpoint.flush(now)
+                endpoint.release()
         if flow.app_state == APP_ACTIVE:
             try:
                 flow.app.end(now)
@@ -594,8 +692,8 @@ class Dissector(FlowSink):
         flow.app_state = APP_NONE
         flow.app = None
         if flow.proto == TCP:
-            flow.orig.reasm.stop_keeping()
-            flow.resp.reasm.stop_keeping()
+            flow.orig.stop_keeping()
+            flow.resp.stop_keeping()
 
     def _attach(self, flow: Flow, service: str, ts: float) -> None:
         """Bind the parser registered for ``service`` and replay the bytes detection kept."""
@@ -634,8 +732,8 @@ class Dissector(FlowSink):
         flow.app_state = APP_STOPPED
         flow.app = None
         if flow.proto == TCP:
-            flow.orig.reasm.stop_keeping()
-            flow.resp.reasm.stop_keeping()
+            flow.orig.stop_keeping()
+            flow.resp.stop_keeping()
 
     def _parser_failed(self, flow: Flow, exc: Exception, ts: float) -> None:
         """A parser raised: weird ``analyzer_error`` and a violation; it is not fed again."""
@@ -670,18 +768,22 @@ class Dissector(FlowSink):
         return self._weirds_this_second <= self.settings.weirds_per_second
 
     def _uid(self, flow: Flow) -> str:
-        """Deterministic Zeek-shaped uid: 'C' + 17 base62 digits of a hash of key, start, salt."""
+        """Deterministic Zeek-shaped uid: 'C' + 17 base62 digits of a hash of key, start, salt.
+
+        The key is taken in a direction-independent way, so a flip does not change it.
+        """
         uid = flow.uid
         if uid is None:
-            digest = hashlib.blake2b(
-                repr((flow.key, flow.proto, flow.start_ts)).encode() + self._salt, digest_size=13
-            ).digest()
-            value = int.from_bytes(digest, "big")
-            chars = []
+            okey, rkey = flow.okey, flow.rkey
+            key = okey if okey.__class__ is bytes else repr(okey).encode()
+            other = rkey if rkey.__class__ is bytes else repr(rkey).encode()
+            material = (key if key < other else other) + _UID_TAIL.pack(flow.proto, flow.start_ts) + self._salt
+            value = int.from_bytes(hashlib.blake2b(material, digest_size=13).digest(), "big")
+            chars = ["C"]
             for _ in range(17):
                 value, digit = divmod(value, 62)
                 chars.append(_BASE62[digit])
-            uid = flow.uid = "C" + "".join(chars)
+            uid = flow.uid = "".join(chars)
         return uid
 
     def _take_events(self) -> list[Any]:
@@ -692,3 +794,7 @@ class Dissector(FlowSink):
 
 def _flow_start(flow: Flow) -> float:
     return flow.start_ts
+
+
+def _flow_last(flow: Flow) -> float:
+    return flow.last_ts

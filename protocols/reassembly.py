@@ -60,6 +60,7 @@ class StreamReassembler:
         "endpoint",
         "budget",
         "keep",
+        "plain",
         "next_seq",
         "trim_seq",
         "held",
@@ -73,6 +74,7 @@ class StreamReassembler:
         self.endpoint = endpoint  # the flow layer's endpoint object (knows is_orig)
         self.budget = budget
         self.keep = keep  # whether payload is wanted (a parser, or detection, consumes it)
+        self.plain = not keep  # nothing kept and nothing held: in-order bytes just advance next_seq
         self.next_seq = 1  # Zeek's last_reassem_seq: everything below was delivered or given up
         self.trim_seq = 1  # highest acknowledgement processed
         self.held: list[list] = []  # sorted [seq, end, data|None] blocks above next_seq
@@ -113,6 +115,7 @@ class StreamReassembler:
         if self.held and self.held[0][0] <= self.next_seq:
             self._deliver_held(ts)
         self._enforce_budget(ts)
+        self.plain = not self.keep and not self.held
 
     def ack_received(self, seq: int, ts: float, partial: bool) -> None:
         """The peer acknowledged everything below relative ``seq`` (FIN octet excluded).
@@ -126,6 +129,7 @@ class StreamReassembler:
             return
         if seq > self.next_seq and not (seq <= 2 and partial):
             self._undelivered(seq, ts)
+            self.plain = not self.keep and not self.held
         self.trim_seq = seq
         retained = self.retained
         while retained:
@@ -151,6 +155,7 @@ class StreamReassembler:
                 self.next_seq = start
             self._deliver_held(ts)
         self._drop_retained()
+        self.plain = not self.keep
 
     def release(self) -> None:
         """Give back every byte this reassembler holds (the flow is gone)."""
@@ -160,6 +165,7 @@ class StreamReassembler:
         self.held = []
         self.held_bytes = 0
         self._drop_retained()
+        self.plain = not self.keep
 
     def stop_keeping(self) -> None:
         """Nobody wants the payload any more: drop held data, keep tracking ranges."""
@@ -171,6 +177,7 @@ class StreamReassembler:
                 self.budget.used -= len(block[2])
                 block[2] = None
         self._drop_retained()
+        self.plain = not self.held
 
     # -- state -------------------------------------------------------------------------
 
