@@ -2,3 +2,8 @@
 
 One line per parser module; importing this module fills ``protocols.analyzer.ANALYZERS``.
 """
+
+import protocols.dns  # noqa: F401  (registers "dns")
+import protocols.http  # noqa: F401  (registers "http")
+from protocols import dcerpc  # noqa: F401,E402  - "dce_rpc" over TCP
+from protocols import smb2  # noqa: F401,E402  - "smb" (NTLM, DCE/RPC pipes inside)

@@ -50,3 +50,8 @@ def corpus_captures() -> list[Path]:
     if not CORPUS.is_dir():
         return []
     return sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PROBE_REQUIRE_SHARED") == "1" and not SHARED.is_dir():
+        raise pytest.UsageError(f"PROBE_REQUIRE_SHARED=1 but {SHARED} is absent: the shared captures are required here")

@@ -23,18 +23,34 @@ from protocols.events.envelope import (
     split_signed,
 )
 from protocols.events.conn import Conn
+from protocols.events.dns import Dns
+from protocols.events.http import Http
+from protocols.events.dce_rpc import DceRpc
+from protocols.events.dce_rpc_bind import DceRpcBind
 from protocols.events.notice import Notice
+from protocols.events.ntlm import Ntlm
+from protocols.events.smb_cmd import SmbCmd
+from protocols.events.smb_files import SmbFiles
+from protocols.events.smb_mapping import SmbMapping
 from protocols.events.weird import Weird
 
 __all__ = [
     "KINDS",
     "SIGNATURE_SIZE",
     "Conn",
+    "DceRpc",
+    "DceRpcBind",
     "ConnId",
+    "Dns",
     "EncodedEvent",
     "EnvelopeHeader",
     "EventRecord",
+    "Http",
     "Notice",
+    "Ntlm",
+    "SmbCmd",
+    "SmbFiles",
+    "SmbMapping",
     "Weird",
     "as_json_object",
     "canonical_bytes",

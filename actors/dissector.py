@@ -1,0 +1,65 @@
+"""The dissector actor: frames in, Zeek-shaped events out, through the sans-I/O engine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from actors.base import SupervisedActor, handles
+from actors.credit import Window
+from actors.messages import FrameBatch, Tick
+from actors.outbox import Outbox
+
+#: seconds between counter reports to the delivery process
+STATS_PERIOD = 1.0
+
+
+class DissectorActor(SupervisedActor):
+    """Runs the flow engine over each frame batch and hands the events to the outbox."""
+
+    name = "dissector"
+    DATA_MESSAGES = (FrameBatch,)
+
+    def __init__(
+        self,
+        supervisor: Any,
+        *,
+        engine: Any,
+        outbox: Outbox,
+        inbox: Window,
+        counters: Callable[[], dict[str, int]],
+        on_finished: Callable[[], None],
+    ) -> None:
+        super().__init__(supervisor)
+        self.engine = engine
+        self.outbox = outbox
+        self.inbox = inbox
+        self.counters = counters
+        self.on_finished = on_finished
+        self._last_stats = 0.0
+
+    @handles(FrameBatch)
+    def on_frames(self, batch: FrameBatch) -> None:
+        try:
+            events = self.engine.feed(batch.frames) if batch.frames else []
+            if batch.frames:
+                events += self.engine.advance(batch.frames[-1][0])
+            if batch.final:
+                events += self.engine.finish()
+            if events:
+                self.outbox.emit(events)
+        finally:
+            self.inbox.release()
+        now = time.monotonic()
+        if batch.final:
+            self.on_finished()
+        elif now - self._last_stats >= STATS_PERIOD:
+            self._last_stats = now
+            self.outbox.stats(self.counters())
+
+    @handles(Tick)
+    def on_tick(self, tick: Tick) -> None:
+        """Live capture with no traffic: expire idle flows by the wall clock."""
+        events = self.engine.advance(tick.now)
+        if events:
+            self.outbox.emit(events)

@@ -1,0 +1,484 @@
+"""The uplink actor: one WebSocket to the Core, sending within credit, reconnecting with backoff.
+
+The connection is the restartable unit: when the Core is unreachable, the actor retries
+on its own with exponential backoff (100 ms doubling to 30 s, with jitter, reset after a
+stable connection) while capture and buffering go on. Only an identity failure (the
+Core refuses authentication) leaves the actor, as an IdentityError the supervisor turns
+into a halt. Events are read from the shared buffer in sequence order, merged with the
+drop reports that explain gaps, and deleted from it only when the Core acknowledges.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import attrs
+import nacl.signing
+import websockets
+from websockets.sync.client import ClientConnection, connect
+
+from actors.base import SupervisedActor, handles
+from actors.messages import Acked, Halt, ResumeTransmission, Stored, Tick
+from actors.metrics import Metrics
+from actors.sequencer import Sequencer
+from actors.supervisor import Directory
+from protocols import wire
+from protocols.errors import IdentityError
+from storage.buffer import TieredBuffer
+
+log = logging.getLogger("probe.uplink")
+
+#: websockets 17 asks for ``legacy=True`` to keep a connection outside a ``with`` block
+_CONNECT_EXTRA = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+@attrs.frozen(slots=True)
+class Connect:
+    """Timer message: try to (re)connect now."""
+
+
+@attrs.frozen(slots=True)
+class FrameIn:
+    """A message the reader thread received on connection ``generation``."""
+
+    generation: int
+    data: bytes | str
+
+
+@attrs.frozen(slots=True)
+class ConnectionLost:
+    """The reader thread saw connection ``generation`` close."""
+
+    generation: int
+    reason: str
+
+
+@attrs.frozen
+class UplinkSettings:
+    url: str
+    batch_events: int = 1000
+    connect_timeout: float = 5.0
+    ack_timeout: float = 30.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.2
+    stable_after: float = 10.0
+    compression: bool = False
+    ssl_context: Any = None
+
+
+class TransmissionGate:
+    """Whether the probe may transmit; halted on an identity failure until an operator acts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.halted = False
+        self.reason: str | None = None
+        self.since: float | None = None
+
+    def halt(self, reason: str) -> None:
+        with self._lock:
+            if not self.halted:
+                self.halted, self.reason, self.since = True, reason, time.time()
+
+    def resume(self) -> None:
+        with self._lock:
+            self.halted, self.reason, self.since = False, None, None
+
+
+class Identity(Protocol):
+    probe_id: str
+    boot_id: str
+
+    def signing_key(self) -> nacl.signing.SigningKey: ...
+
+    def certificate(self) -> bytes | None: ...
+
+
+def backoff_delay(attempt: int, settings: UplinkSettings, rng: Callable[[], float] = random.random) -> float:
+    """Delay before reconnection attempt ``attempt`` (0-based): initial * 2^n, capped, jittered."""
+    base = min(settings.backoff_max, settings.backoff_initial * (2 ** min(attempt, 62)))
+    jitter = settings.backoff_jitter * (2 * rng() - 1)
+    return max(0.0, base * (1 + jitter))
+
+
+class UplinkActor(SupervisedActor):
+    """Delivers buffered events to the Core over protocol v1."""
+
+    name = "uplink"
+    DATA_MESSAGES = ()
+
+    def __init__(
+        self,
+        supervisor: Any,
+        *,
+        settings: UplinkSettings,
+        buffer: TieredBuffer,
+        identity: Identity,
+        sequencer: Sequencer,
+        gate: TransmissionGate,
+        directory: Directory,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(supervisor)
+        self.settings = settings
+        self.buffer = buffer
+        self.identity = identity
+        self.sequencer = sequencer
+        self.gate = gate
+        self.directory = directory
+        self.metrics = metrics
+        self.clock = clock
+        self.ws: ClientConnection | None = None
+        self.generation = 0
+        self.state = "disconnected"
+        self.attempt = 0
+        self.connected_at = 0.0
+        self.credit = 0
+        self.acked = 0
+        self.sent_upto = 0
+        self._flight: collections.deque[tuple[int, int]] = collections.deque()
+        self.in_flight = 0
+        self.last_ack = 0.0
+        self.backpressure = False
+        self.backpressure_rate: float | None = None
+        self._backpressure_since: float | None = None
+        self._timers: list[threading.Timer] = []
+        self._stopped = False
+        self.delays: collections.deque[float] = collections.deque(maxlen=64)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start_child(self) -> None:
+        self._set_state("halted" if self.gate.halted else "disconnected")
+        self.actor_ref.tell(Connect())
+        self._every(1.0, Tick)
+
+    def stop_child(self) -> None:
+        self._stopped = True
+        for timer in self._timers:
+            timer.cancel()
+        self._close("probe stopping")
+
+    def _later(self, delay: float, message: Any) -> None:
+        def fire() -> None:
+            if not self._stopped:
+                try:
+                    self.actor_ref.tell(message)
+                except Exception:  # the actor is gone; nothing to deliver to
+                    return
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _every(self, period: float, factory: Callable[[float], Any]) -> None:
+        def loop() -> None:
+            while not self._stopped:
+                time.sleep(period)
+                try:
+                    self.actor_ref.tell(factory(self.clock()))
+                except Exception:  # the actor is gone; stop ticking
+                    return
+
+        threading.Thread(target=loop, name="uplink-tick", daemon=True).start()
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        for name in ("disconnected", "connecting", "connected", "halted"):
+            self.metrics.set("uplink_state", 1.0 if name == state else 0.0, state=name)
+
+    # --- connecting ---------------------------------------------------------------------
+
+    @handles(Connect)
+    def on_connect(self, _: Connect) -> None:
+        if self.gate.halted:
+            self._set_state("halted")
+            return
+        if self.ws is not None:
+            return
+        self._set_state("connecting")
+        try:
+            self._open()
+        except IdentityError:
+            self._close("identity refused")
+            raise
+        except (OSError, TimeoutError, websockets.WebSocketException, wire.FrameError, ConnectionError) as exc:
+            self._close(str(exc))
+            self._failed(f"{type(exc).__name__}: {exc}")
+
+    def _open(self) -> None:
+        s = self.settings
+        ws = connect(
+            s.url,
+            subprotocols=[wire.SUBPROTOCOL],
+            open_timeout=s.connect_timeout,
+            close_timeout=2,
+            compression="deflate" if s.compression else None,
+            max_size=wire.MAX_FRAME,
+            ssl=s.ssl_context,
+            ping_interval=20,
+            ping_timeout=20,
+            **_CONNECT_EXTRA,
+        )
+        self.ws = ws
+        challenge = self._expect(ws, wire.Challenge)
+        key = self.identity.signing_key()
+        public = bytes(key.verify_key)
+        proof = key.sign(wire.hello_proof_message(challenge.nonce, self.identity.probe_id, self.identity.boot_id, public)).signature
+        ws.send(
+            wire.encode(
+                wire.Hello(
+                    self.identity.probe_id,
+                    self.identity.boot_id,
+                    public,
+                    proof,
+                    self.buffer.first_seq(),
+                    self.sequencer.next_seq - 1,
+                    self.identity.certificate(),
+                )
+            )
+        )
+        welcome = self._expect(ws, wire.Welcome)
+        self.generation += 1
+        self.connected_at = self.clock()
+        self.last_ack = self.connected_at
+        self.credit = welcome.credit
+        self.acked = welcome.resume
+        self.sent_upto = welcome.resume
+        self.buffer.in_flight_upto = welcome.resume
+        self._flight.clear()
+        self.in_flight = 0
+        self.sequencer.ensure_above(welcome.resume)
+        self.directory.tell("buffer", Acked(welcome.resume), wait=5)
+        self._set_state("connected")
+        self.metrics.inc("uplink_connects_total")
+        log.info("connected to the Core at %s; resuming after %d", s.url, welcome.resume, extra={"component": "uplink", "event": "connected"})
+        threading.Thread(target=self._read_loop, args=(ws, self.generation), name="uplink-reader", daemon=True).start()
+        self._pump()
+
+    def _expect(self, ws: ClientConnection, kind: type) -> Any:
+        data = ws.recv(timeout=self.settings.connect_timeout)
+        frame = wire.decode(data)
+        if isinstance(frame, wire.Error):
+            self._on_error_frame(frame)
+            raise ConnectionError(f"Core error {frame.code}: {frame.message}")
+        if not isinstance(frame, kind):
+            raise wire.FrameError(wire.ErrorCode.UNEXPECTED_FRAME, f"expected {kind.__name__}, got {type(frame).__name__}")
+        return frame
+
+    def _failed(self, why: str) -> None:
+        self.metrics.inc("uplink_connection_failures_total")
+        if self.connected_at and self.clock() - self.connected_at >= self.settings.stable_after:
+            self.attempt = 0
+        delay = backoff_delay(self.attempt, self.settings)
+        self.attempt += 1
+        self.delays.append(delay)
+        self.metrics.set("uplink_backoff_seconds", delay)
+        self._set_state("disconnected")
+        log.warning(
+            "Core unreachable (%s); retrying in %.2f s", why, delay,
+            extra={"component": "uplink", "event": "connection_failed", "reason": why},
+        )
+        self._later(delay, Connect())
+
+    def _close(self, reason: str) -> None:
+        ws, self.ws = self.ws, None
+        self.generation += 1
+        self._end_backpressure()
+        if ws is not None:
+            try:
+                ws.close()
+            except (OSError, websockets.WebSocketException):
+                pass
+
+    def _read_loop(self, ws: ClientConnection, generation: int) -> None:
+        try:
+            while True:
+                self.actor_ref.tell(FrameIn(generation, ws.recv()))
+        except websockets.ConnectionClosed as exc:
+            reason = str(exc)
+        except (OSError, websockets.WebSocketException) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        try:
+            self.actor_ref.tell(ConnectionLost(generation, reason))
+        except Exception:  # the actor is gone
+            return
+
+    @handles(ConnectionLost)
+    def on_lost(self, lost: ConnectionLost) -> None:
+        if lost.generation != self.generation or self.ws is None:
+            return
+        self._close(lost.reason)
+        if not self.gate.halted and not self._stopped:
+            self._failed(f"connection lost: {lost.reason}")
+
+    # --- frames from the Core -----------------------------------------------------------
+
+    @handles(FrameIn)
+    def on_frame(self, message: FrameIn) -> None:
+        if message.generation != self.generation or self.ws is None:
+            return
+        try:
+            frame = wire.decode(message.data)
+        except wire.FrameError as exc:
+            self.metrics.inc("uplink_bad_frames_total", code=exc.code)
+            log.warning("bad frame from the Core: %s", exc, extra={"component": "uplink", "event": "bad_frame", "reason": exc.code})
+            self._send(wire.Error(exc.code, str(exc)))
+            return
+        if isinstance(frame, wire.Ack):
+            self._on_ack(frame)
+        elif isinstance(frame, wire.Backpressure):
+            self._on_backpressure(frame)
+        elif isinstance(frame, wire.Error):
+            self._on_error_frame(frame)
+            if frame.fatal:
+                self._close(frame.code)
+                self._failed(f"Core closed the session: {frame.code}")
+        else:
+            self.metrics.inc("uplink_bad_frames_total", code=wire.ErrorCode.UNEXPECTED_FRAME)
+            self._send(wire.Error(wire.ErrorCode.UNEXPECTED_FRAME, f"{type(frame).__name__} not expected now"))
+
+    def _on_error_frame(self, frame: wire.Error) -> None:
+        self.metrics.inc("uplink_core_errors_total", code=frame.code)
+        if frame.code in wire.IDENTITY_CODES:
+            raise IdentityError(f"the Core refused this probe: {frame.code}: {frame.message}", reason=frame.code)
+        log.warning("Core reported %s: %s", frame.code, frame.message, extra={"component": "uplink", "event": "core_error", "reason": frame.code})
+
+    def _on_ack(self, ack: wire.Ack) -> None:
+        self.last_ack = self.clock()
+        if ack.rejected:
+            self.metrics.inc("events_rejected_by_core_total", len(ack.rejected))
+            for seq, code in ack.rejected[:10]:
+                log.warning("Core rejected event %d: %s", seq, code, extra={"component": "uplink", "event": "event_rejected", "reason": code})
+        if ack.seq > self.acked:
+            self.acked = ack.seq
+            while self._flight and self._flight[0][0] <= ack.seq:
+                self.in_flight -= self._flight.popleft()[1]
+            self.directory.tell("buffer", Acked(ack.seq), wait=5)
+        self.credit = ack.credit
+        self._pump()
+
+    def _on_backpressure(self, frame: wire.Backpressure) -> None:
+        if frame.on and not self.backpressure:
+            self.backpressure = True
+            self._backpressure_since = self.clock()
+            self.metrics.inc("uplink_backpressure_episodes_total")
+        elif not frame.on:
+            self._end_backpressure()
+        self.backpressure_rate = frame.rate if frame.on else None
+        self.metrics.set("uplink_backpressure", 1.0 if self.backpressure else 0.0)
+
+    def _end_backpressure(self) -> None:
+        if self.backpressure and self._backpressure_since is not None:
+            self.metrics.inc("uplink_backpressure_seconds_total", self.clock() - self._backpressure_since)
+        self.backpressure = False
+        self._backpressure_since = None
+        self.backpressure_rate = None
+
+    # --- sending ------------------------------------------------------------------------
+
+    @handles(Stored)
+    def on_stored(self, _: Stored) -> None:
+        self._pump()
+
+    @handles(Tick)
+    def on_tick(self, tick: Tick) -> None:
+        if self.backpressure and self._backpressure_since is not None:
+            self.metrics.inc("uplink_backpressure_seconds_total", tick.now - self._backpressure_since)
+            self._backpressure_since = tick.now
+        if self.ws is not None and self.in_flight and tick.now - self.last_ack > self.settings.ack_timeout:
+            self.metrics.inc("uplink_ack_timeouts_total")
+            self._close("ack timeout")
+            self._failed(f"no ack for {self.settings.ack_timeout:g} s")
+        elif self.ws is not None:
+            self._pump()
+
+    def _window(self) -> int:
+        room = min(self.credit - self.in_flight, self.settings.batch_events)
+        if self.backpressure and self.backpressure_rate:
+            room = min(room, max(1, int(self.backpressure_rate)))
+        return room
+
+    def _pump(self) -> None:
+        """Send drop reports and events after ``sent_upto`` while credit allows."""
+        while self.ws is not None and not self.gate.halted:
+            room = self._window()
+            if room <= 0:
+                return
+            drops = self.buffer.drop_reports(self.sent_upto)
+            if drops and drops[0][0] <= self.sent_upto + 1:
+                run = [drops[0]]
+                for item in drops[1:]:
+                    if item[0] > run[-1][1] + 1:
+                        break
+                    run.append(item)
+                if not self._send(wire.DropReport(tuple(run))):
+                    return
+                self.sent_upto = max(self.sent_upto, run[-1][1])
+                continue
+            records = self.buffer.read(self.sent_upto, room)
+            if drops:
+                records = [r for r in records if r[0] < drops[0][0]]
+            if not records:
+                if drops:
+                    # nothing stands before the next drop report: the range between is a gap
+                    self.sent_upto = drops[0][0] - 1
+                    continue
+                return
+            if not self._send(wire.Events(tuple(r for _, r in records))):
+                return
+            last = records[-1][0]
+            self.sent_upto = last
+            self.buffer.in_flight_upto = last
+            self._flight.append((last, len(records)))
+            self.in_flight += len(records)
+            self.metrics.inc("events_sent_total", len(records))
+            if self.backpressure and self.backpressure_rate:
+                return  # one paced batch per tick while the Core asks us to slow down
+
+    def _send(self, frame: wire.Frame) -> bool:
+        if self.ws is None or (self.gate.halted and isinstance(frame, (wire.Events, wire.DropReport))):
+            return False
+        try:
+            self.ws.send(wire.encode(frame))
+            return True
+        except (OSError, websockets.WebSocketException) as exc:
+            self._close(str(exc))
+            self._failed(f"send failed: {exc}")
+            return False
+
+    # --- identity -----------------------------------------------------------------------
+
+    @handles(Halt)
+    def on_halt(self, halt: Halt) -> None:
+        self.gate.halt(halt.reason)
+        self._close("transmission halted")
+        self._set_state("halted")
+
+    @handles(ResumeTransmission)
+    def on_resume(self, _: ResumeTransmission) -> None:
+        self.gate.resume()
+        self.attempt = 0
+        self._set_state("disconnected")
+        self.actor_ref.tell(Connect())
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "acked": self.acked,
+            "sent_upto": self.sent_upto,
+            "in_flight": self.in_flight,
+            "credit": self.credit,
+            "backpressure": self.backpressure,
+            "attempt": self.attempt,
+            "recent_delays": list(self.delays),
+        }

@@ -1,0 +1,1 @@
+"""One module per ``python -m probe`` command; each exposes ``register(subparsers)``."""

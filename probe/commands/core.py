@@ -1,0 +1,130 @@
+"""``python -m probe core serve|export|stats|enroll``: the reference Core and its store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from probe.cli import EXIT_OK, Parser, UsageError
+
+
+
+
+def cmd_core_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from probe.config import host_port
+    from probe.core.server import Core
+    from probe.logs import setup_logging
+
+    if host_port(args.listen):
+        raise UsageError(f"--listen {args.listen!r}: must be HOST:PORT")
+    setup_logging(args.log_level, component="core")
+    host, _, port = args.listen.rpartition(":")
+    core = Core(args.data_dir, credit=args.credit)
+    try:
+        asyncio.run(core.serve(host, int(port), args.ready_file))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen}: {exc.strerror}") from None
+    return EXIT_OK
+
+
+def _open_store(data_dir: str) -> Any:
+    from storage.core_store import CoreStore
+
+    path = os.path.join(data_dir, "store")
+    if not os.path.isdir(path):
+        raise UsageError(f"no Core store under {data_dir} (expected {path})")
+    return CoreStore(path)
+
+
+def cmd_core_export(args: argparse.Namespace) -> int:
+    from protocols.events.envelope import MalformedEvent, decode_canonical, split_signed
+
+    store = _open_store(args.data_dir)
+    try:
+        out = sys.stdout
+        for probe_id, seq, record in store.events(args.probe):
+            try:
+                event = decode_canonical(split_signed(record)[1])
+            except MalformedEvent as exc:
+                print(f"probe core export: skipping undecodable event {probe_id}/{seq}: {exc}", file=sys.stderr)
+                continue
+            if args.kind and event.kind != args.kind:
+                continue
+            out.write(json.dumps(event.as_json_object(), sort_keys=False) + "\n")
+    except BrokenPipeError:
+        pass
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_core_stats(args: argparse.Namespace) -> int:
+    import attrs
+
+    store = _open_store(args.data_dir)
+    try:
+        accounts = [attrs.asdict(a) for a in store.accounts()]
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(accounts, sort_keys=True))
+        return EXIT_OK
+    if not accounts:
+        print("no probe has delivered events to this Core yet")
+    for a in accounts:
+        rejected = ", ".join(f"{k} {v}" for k, v in a["rejected"].items()) or "0"
+        reported = ", ".join(f"{k} {v}" for k, v in a["reported"].items()) or "0"
+        print(
+            f"probe {a['probe_id']}: stored {a['stored']}, received {a['received']}, duplicates {a['duplicates']}, "
+            f"rejected {rejected}; acked through {a['acked']}; gaps explained by drop reports: {reported}; "
+            f"unexplained gaps {a['gaps']}; boots {len(a['boots'])}"
+        )
+    return EXIT_OK
+
+
+def cmd_core_enroll(args: argparse.Namespace) -> int:
+    from probe.core.trust import TrustError, TrustStore
+
+    key = args.key
+    if os.path.isfile(key):
+        with open(key) as fh:
+            key = fh.read().strip()
+    try:
+        TrustStore(os.path.join(args.data_dir, "trusted")).enroll(args.probe_id, key)
+    except TrustError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"enrolled probe {args.probe_id}")
+    return EXIT_OK
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    core = sub.add_parser("core", help="the reference Core server and its store")
+    core_sub = core.add_subparsers(dest="core_command", metavar="ACTION", parser_class=Parser)
+    core_sub.required = True
+    serve = core_sub.add_parser("serve", help="serve probes over WebSocket")
+    serve.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765)")
+    serve.add_argument("--data-dir", required=True, help="directory of the store and the enrolled keys")
+    serve.add_argument("--credit", type=int, default=20_000, help="events a probe may have in flight")
+    serve.add_argument("--ready-file", help="write HOST:PORT here once listening")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_core_serve)
+    export = core_sub.add_parser("export", help="print stored events as JSON lines")
+    export.add_argument("--data-dir", required=True)
+    export.add_argument("--probe", help="only this probe id")
+    export.add_argument("--kind", help="only events of this kind")
+    export.set_defaults(func=cmd_core_export)
+    stats = core_sub.add_parser("stats", help="per-probe accounts of the Core")
+    stats.add_argument("--data-dir", required=True)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_core_stats)
+    enroll = core_sub.add_parser("enroll", help="pin a probe's public key")
+    enroll.add_argument("--data-dir", required=True)
+    enroll.add_argument("--probe-id", required=True)
+    enroll.add_argument("--key", required=True, help="hex public key, or a file holding it")
+    enroll.set_defaults(func=cmd_core_enroll)

@@ -1,0 +1,97 @@
+"""``python -m probe run``: capture, dissect, sign and deliver, then print the summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from typing import Any
+
+from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, UsageError, add_config_flags, load_from_args
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    acc = s["accounting"]
+    kinds = ", ".join(f"{k} {v}" for k, v in s["events_by_kind"].items()) or "none"
+    dropped = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "0"
+    lines = [
+        f"probe {s['probe_id']}: {s['outcome']}",
+        f"  capture       {s['capture']}",
+        f"  packets       {s['packets']} in {s['seconds']:.2f} s ({s['packets_per_second']:.0f} packets/s)",
+        f"  flows         {s['flows']}",
+        f"  events        {s['events_created']} created ({kinds})",
+    ]
+    if s["events_already_stored"]:
+        lines.append(f"                {s['events_already_stored']} skipped: already stored by an earlier run of this capture")
+    lines += [
+        f"  delivered     {s['delivered']} to {s['core']}",
+        f"  dropped       {dropped}",
+        f"  pending       {s['pending']} still buffered in the spool",
+        f"  accounting    created {acc['created']} = delivered {acc['delivered']} + dropped {acc['dropped_total']} + pending {acc['pending']}"
+        + ("  (balanced)" if acc["balanced"] else "  (NOT BALANCED)"),
+    ]
+    if s["skipped"]:
+        lines.append("  skipped/weird " + ", ".join(f"{k} {v}" for k, v in s["skipped"].items()))
+    for error in s["source_errors"]:
+        lines.append(f"  source error  {error}")
+    if s["uplink"]["connection_failures"]:
+        lines.append(f"  uplink        {s['uplink']['connection_failures']} connection failures")
+    if s["uplink"]["halted"]:
+        lines.append(f"  HALTED        {s['uplink']['halt_reason']}")
+    if s["fatal"]:
+        lines.append(f"  FATAL         {s['fatal']}")
+    print("\n".join(lines))
+
+
+def sample_capture() -> str:
+    """Path of the bundled sample capture (real traffic of every protocol the probe parses)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "mixed.pcap")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from probe.app import ProbeApp
+    from probe.logs import setup_logging
+
+    if args.sample:
+        if getattr(args, "cfg:capture.pcap") is not None:
+            raise UsageError("give either --sample or --pcap, not both")
+        setattr(args, "cfg:capture.pcap", sample_capture())
+    config = load_from_args(args)
+    if not config.capture.pcap:
+        raise UsageError("run needs a capture file: --pcap FILE, --sample, or capture.pcap in the config")
+    if not os.path.isfile(config.capture.pcap):
+        raise UsageError(f"capture file {config.capture.pcap} does not exist")
+    setup_logging(config.logging.level, path=config.logging.file, repeat_window=config.logging.repeat_window)
+    app = ProbeApp(config)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals["count"] += 1
+        app.stop_requested.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app.start()
+        outcome = app.wait()
+    finally:
+        app.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = app.summary(outcome)
+    if args.json_summary:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _print_summary(summary)
+    if outcome == "fatal":
+        return EXIT_FAILED
+    return EXIT_OK if summary["pending"] == 0 else EXIT_PENDING
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="capture, dissect, sign and deliver (replays --pcap FILE)")
+    add_config_flags(run)
+    run.add_argument("--json-summary", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--sample", action="store_true", help="replay the bundled sample capture (DNS, HTTP, TLS, SMB, DCE/RPC, Kerberos)")
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,1 @@
+"""The reference Core: authenticates probes, verifies and stores their events, acknowledges."""

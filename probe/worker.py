@@ -1,0 +1,149 @@
+"""A dissection process: capture and dissection actors, feeding the delivery process.
+
+Started by the delivery process as ``python -m probe.worker``; reads its spec (one JSON
+line) and then control lines (``{"t": "stop"}``) on stdin, writes length-prefixed
+msgpack messages (event batches, counters, done) on stdout, and logs on stderr. Keeping
+dissection in its own process keeps its GIL away from signing, LMDB and sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import pykka
+
+from actors.capture import FileCaptureActor, StopCapture
+from actors.credit import Window
+from actors.dissector import DissectorActor
+from actors.outbox import Outbox
+from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
+from probe.logs import setup_logging
+from protocols.dissect import DissectSettings, Dissector
+
+log = logging.getLogger("probe.worker")
+
+
+class WorkerProcess:
+    """The actor tree of one dissection process and its lifecycle."""
+
+    def __init__(self, spec: dict[str, Any], stream: Any) -> None:
+        self.spec = spec
+        self.finished = threading.Event()
+        self.exit_code = 0
+        self.error: str | None = None
+        self.outbox = Outbox(stream, spec["source"], spec.get("resume_ordinal", 0))
+        self.engine = Dissector(DissectSettings(**spec.get("dissect", {})))
+        self.directory = Directory()
+        self.frames_window = Window(spec.get("window_batches", 8))
+        self.capture: FileCaptureActor | None = None
+        specs = [
+            ChildSpec("dissector", self._start_dissector),
+            ChildSpec("capture", self._start_capture),
+        ]
+        sup = spec.get("supervisor", {})
+        self.supervisor = Supervisor.start(
+            specs,
+            self.directory,
+            SupervisorSettings(**sup),
+            SupervisorHooks(fatal=self._fatal),
+        )
+
+    def _start_dissector(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        return DissectorActor.start(
+            sup,
+            engine=self.engine,
+            outbox=self.outbox,
+            inbox=self.frames_window,
+            counters=self.counters,
+            on_finished=self._source_finished,
+        )
+
+    def _start_capture(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        source = self.spec["capture"]
+        if source["kind"] != "file":
+            raise ValueError(f"unsupported capture kind {source['kind']!r}")
+        ref = FileCaptureActor.start(
+            sup,
+            path=source["path"],
+            directory=self.directory,
+            downstream=self.frames_window,
+            batch_packets=self.spec.get("batch_packets", 2048),
+            on_error=self._source_error,
+        )
+        self.capture = ref._actor  # counters are read from the dissector thread (copies only)
+        return ref
+
+    def _source_error(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            log.error(message, extra={"component": "capture", "event": "source_error"})
+
+    def _source_finished(self) -> None:
+        """The final batch is dissected: report the counters and end the process."""
+        self.outbox.done(self.counters(), self.error)
+        self.finished.set()
+
+    def stop_capture(self) -> None:
+        """Graceful stop: end the source now; open flows are flushed as usual."""
+        self.directory.tell("capture", StopCapture(), wait=5)
+
+    def _fatal(self, message: str) -> None:
+        self.error = message
+        self.exit_code = 1
+        self.finished.set()
+
+    def counters(self) -> dict[str, int]:
+        out = dict(self.engine.counters)
+        if self.capture is not None:
+            out.update(self.capture.counters())
+        out["encoding_failures"] = self.outbox.encoding_failures
+        if self.error:
+            out["source_errors"] = 1
+        return out
+
+    def run(self) -> int:
+        self.finished.wait()
+        self.supervisor.stop(block=True, timeout=30)
+        return self.exit_code
+
+
+def _control_loop(process: WorkerProcess) -> None:
+    for line in sys.stdin:
+        try:
+            command = json.loads(line)
+        except ValueError:
+            log.warning("ignoring malformed control line from the delivery process")
+            continue
+        if command.get("t") == "stop":
+            process.stop_capture()
+        elif command.get("t") == "kill":
+            process.finished.set()
+            return
+    # stdin closed: the delivery process is gone; stop quietly
+    process.finished.set()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the delivery process decides when we stop
+    line = sys.stdin.readline()
+    try:
+        spec = json.loads(line)
+    except ValueError:
+        print("probe.worker: expected a JSON spec on the first line of stdin", file=sys.stderr)
+        return 2
+    setup_logging(spec.get("log_level", "info"), component=f"worker-{spec.get('index', 0)}")
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout = sys.stderr  # nothing but messages may reach the pipe
+    process = WorkerProcess(spec, stream)
+    threading.Thread(target=_control_loop, args=(process,), daemon=True, name="control").start()
+    return process.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
