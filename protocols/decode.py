@@ -4,7 +4,11 @@
 below) or into a string: the counter key saying why the packet is skipped. Malformed
 headers use Zeek's weird names (``weird:truncated_IP``, ``weird:bad_IP_checksum``,
 ``weird:truncated_header``, ...) so counts line up with weird.log; packets we simply do
-not analyse are ``skip:<reason>`` (``skip:non_ip``, ``skip:ip_fragment``, ...).
+not analyse are ``skip:<reason>`` (``skip:non_ip``, ``skip:ipv6_esp``, ...).
+
+An IP fragment decodes to a :data:`Fragment` tuple (first field :data:`FRAGMENT`) for
+the engine's :class:`protocols.fragments.FragmentReassembler`; the datagram it completes
+goes through :func:`decode_reassembled`, then on like any packet.
 
 The checks follow Zeek's IP analyzer in the same order: the IP total length must fit in
 the *wire* length (``truncated_IP_len``), a snaplen cut is fine (the flow engine then
@@ -47,6 +51,14 @@ NOTE = 17  # a non-fatal weird name met while decoding (``ip_hdr_len_zero``) or 
 KEY = 18  # TCP/UDP: the directional flow key (see :func:`flow_key`); None otherwise
 
 Decoded = tuple  # the 19 fields above; a plain tuple because it is built per packet
+
+#: first field of a Fragment tuple:
+#: (FRAGMENT, version, src, dst, ident, proto, frag_field, header_len, total_len, payload, vlans)
+#: ``proto`` is the IPv4 protocol / the IPv6 fragment header's next header, ``frag_field``
+#: the IPv4 flags+offset word / the IPv6 offset+M word, ``header_len`` the bytes before the
+#: fragment data (IPv6: through the fragment header), ``payload`` the captured bytes after it
+FRAGMENT = -1
+Fragment = tuple
 DecodeResult = Union[Decoded, str]
 
 TCP = 6
@@ -160,9 +172,12 @@ def decode_ip(
             return "weird:IPv4_min_header_size"
         if check_ip and int.from_bytes(data[off : off + ihl], "big") % 0xFFFF:
             return "weird:bad_IP_checksum"
-        if ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF:
-            return "skip:ip_fragment"
         ip_end = off + total
+        frag_field = (data[off + 6] << 8) | data[off + 7]
+        if frag_field & 0x3FFF:
+            return (FRAGMENT, 4, data[off + 12 : off + 16], data[off + 16 : off + 20],
+                    (data[off + 4] << 8) | data[off + 5], data[off + 9], frag_field, ihl, total,
+                    data[off + ihl : ip_end if ip_end < end else end], vlans)
         return _transport(
             data[off + 9],
             data[off + 12 : off + 16],
@@ -183,32 +198,63 @@ def decode_ip(
             return "weird:truncated_IP_len"
         ip_end = off + total
         cap_end = ip_end if ip_end < end else end
-        nxt = data[off + 6]
-        pos = off + 40
-        while nxt in _V6_EXTENSIONS:
-            if pos + 8 > cap_end:
-                return "weird:truncated_IPv6_ext_header"
-            if nxt == _V6_FRAGMENT:
-                if ((data[pos + 2] << 8) | data[pos + 3]) & 0xFFF9:
-                    return "skip:ip_fragment"
-                length = 8  # atomic fragment: carry on with the next header
-            elif nxt == _V6_AH:
-                length = (data[pos + 1] + 2) << 2
-            else:
-                length = (data[pos + 1] + 1) << 3
-            if pos + length > cap_end:
-                return "weird:truncated_IPv6_ext_header"
-            nxt = data[pos]
-            pos += length
-        if nxt == _V6_ESP:
-            return "skip:ipv6_esp"
-        if nxt == _V6_NONE:
-            return "weird:ipv6_no_next"
+        chain = _ipv6_extensions(data, off, off + 40, cap_end, data[off + 6], total, vlans)
+        if chain.__class__ is not tuple or chain[0] == FRAGMENT:
+            return chain  # why the packet is skipped, or a fragment
+        nxt, pos = chain
         return _transport(
             nxt, data[off + 8 : off + 24], data[off + 24 : off + 40], data, pos, total - (pos - off), total, cap_end,
             vlans, None,
         )
     return "weird:unknown_ip_version"
+
+
+def _ipv6_extensions(
+    data: bytes, off: int, pos: int, cap_end: int, nxt: int, total: int, vlans: tuple[int, ...] | None
+) -> tuple | str:
+    """Walk IPv6 extension headers from ``pos``: (next header, offset of it), a Fragment, or a skip."""
+    while nxt in _V6_EXTENSIONS:
+        if pos + 8 > cap_end:
+            return "weird:truncated_IPv6_ext_header"
+        if nxt == _V6_FRAGMENT:
+            field = (data[pos + 2] << 8) | data[pos + 3]
+            if field & 0xFFF9 and off >= 0:
+                return (FRAGMENT, 6, data[off + 8 : off + 24], data[off + 24 : off + 40],
+                        int.from_bytes(data[pos + 4 : pos + 8], "big"), data[pos], field, pos + 8 - off, total,
+                        data[pos + 8 : cap_end], vlans)
+            length = 8  # an atomic fragment (or one inside a reassembled datagram): go on
+        elif nxt == _V6_AH:
+            length = (data[pos + 1] + 2) << 2
+        else:
+            length = (data[pos + 1] + 1) << 3
+        if pos + length > cap_end:
+            return "weird:truncated_IPv6_ext_header"
+        nxt = data[pos]
+        pos += length
+    if nxt == _V6_ESP:
+        return "skip:ipv6_esp"
+    if nxt == _V6_NONE:
+        return "weird:ipv6_no_next"
+    return nxt, pos
+
+
+def decode_reassembled(
+    version: int, proto: int, src: bytes, dst: bytes, payload: bytes, header_len: int,
+    vlans: tuple[int, ...] | None,
+) -> DecodeResult:
+    """Decode a datagram rebuilt from fragments: ``payload`` follows the unfragmentable part.
+
+    ``ip_len`` is the whole datagram's IP length (for IPv6 without the fragment header,
+    which the reassembled datagram no longer has).
+    """
+    size = len(payload)
+    if version == 4:
+        return _transport(proto, src, dst, payload, 0, size, header_len + size, size, vlans, None)
+    chain = _ipv6_extensions(payload, -1, 0, size, proto, 0, vlans)
+    if chain.__class__ is not tuple:
+        return chain
+    nxt, pos = chain
+    return _transport(nxt, src, dst, payload, pos, size - pos, header_len - 8 + size, size, vlans, None)
 
 
 def _transport(

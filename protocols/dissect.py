@@ -15,8 +15,13 @@ at every whole second, so results do not depend on how frames are batched) and b
 
 Counters (``Dissector.counters``): ``packets``; ``flows`` (created); ``flows_evicted``;
 ``weird:<name>`` for every anomaly (only ``weirds_per_second`` of them become ``weird``
-events each second, all are counted); ``skip:<reason>`` for packets not analysed
-(``skip:non_ip``, ``skip:ip_fragment``, ...); ``detect:<service>`` per flow detected;
+events each second, all are counted); ``skip:<reason>`` for every packet that reaches no
+flow, exactly once per packet (``skip:non_ip``, ``skip:ipv6_esp``, ``skip:ip_fragment``
+for a fragment that did not complete a datagram, ``skip:<weird name>`` for a malformed
+packet, ``skip:bad_TCP_checksum``, ...), so ``packets`` = the packets counted in conn
+events + the ``skip:`` counters once every flow has ended; ``fragments:<name>`` from IP fragment
+reassembly (fragments, reassembled, expired, evicted, dropped, not_reassembled);
+``detect:<service>`` per flow detected;
 ``violation:<service>`` when a parser gives up.
 
 The parser boundary: a parser is third-party code from the engine's point of view. Every
@@ -31,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import socket
 import struct
 from typing import Any, Iterable
 
@@ -38,7 +44,7 @@ import attrs
 
 import protocols.parsers  # noqa: F401  (importing it registers every parser)
 from protocols.analyzer import ANALYZERS
-from protocols.decode import decode, reverse_key, transport_checksum_ok
+from protocols.decode import FRAGMENT, decode, decode_reassembled, reverse_key, transport_checksum_ok
 from protocols.detect import MAX_HEAD, NEED_MORE, detect, is_smb1
 from protocols.events.weird import Weird
 from protocols.flows import (
@@ -63,6 +69,7 @@ from protocols.flows import (
     udp_packet,
     zero_window,
 )
+from protocols.fragments import FragmentReassembler
 from protocols.linktypes import ETHERNET
 from protocols.reassembly import ReassemblyBudget
 
@@ -98,7 +105,10 @@ class DissectSettings:
     """Flow engine limits and timeouts (mirrors the ``[dissect]`` configuration section).
 
     Beyond the configuration: ``tcp_attempt_timeout`` (Zeek's tcp_attempt_delay: an
-    unanswered SYN ends its flow after it), ``verify_ip_checksum`` (IPv4 header checksum,
+    unanswered SYN ends its flow after it), ``fragment_timeout`` and ``fragment_bytes``
+    (IP fragments held for reassembly: how long, how many bytes), ``flip_by_server_port``
+    (Zeek's likely_server_ports heuristic for flows first seen mid-way; Zeek's bare mode
+    ``-b`` has no such ports, hence this switch), ``verify_ip_checksum`` (IPv4 header checksum,
     Zeek's ``bad_IP_checksum``) and ``verify_transport_checksums`` (TCP/UDP/ICMP; off by
     default: it costs ~4 us per full-size packet in CPython, more than the rest of decode
     and flow tracking together, and on a capture host with checksum offload it would drop
@@ -119,6 +129,9 @@ class DissectSettings:
     tcp_attempt_timeout: float = 5.0
     verify_ip_checksum: bool = True
     verify_transport_checksums: bool = False
+    fragment_timeout: float = 30.0
+    fragment_bytes: int = 4 << 20
+    flip_by_server_port: bool = True
 
 
 class _Detection:
@@ -164,7 +177,8 @@ class Dissector(FlowSink):
     """Frames in, events out; see the module docstring for what ends a flow and the counters."""
 
     def __init__(self, settings: DissectSettings = DissectSettings(), *, fast_path: bool = True) -> None:
-        """``fast_path=False`` sends every TCP segment through the full logic (for tests)."""
+        """``fast_path=False`` decodes every frame with decode() and sends every TCP segment
+        through the full logic (tests compare the two ways on every capture)."""
         self.settings = settings
         self._fast_path = fast_path
         self.counters: dict[str, int] = {"packets": 0, "flows": 0, "flows_evicted": 0}
@@ -200,6 +214,7 @@ class Dissector(FlowSink):
         self._next_sweep = -_INF
         self._now = -_INF
         self._parsers = bool(ANALYZERS)
+        self._fragments = FragmentReassembler(settings.fragment_timeout, settings.fragment_bytes)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -228,7 +243,7 @@ class Dissector(FlowSink):
             # same checks and results as decode() (tests/protocols/test_decode.py holds
             # them equal); anything else, or anything odd, goes through decode().
             proto = -1
-            if linktype == 1:
+            if linktype == 1 and fast_path:
                 end = len(data)
                 if end >= 54 and data[12:15] == b"\x08\x00\x45" and data[23] == 6:
                     ip_len = (data[16] << 8) | data[17]
@@ -271,6 +286,14 @@ class Dissector(FlowSink):
                 if result.__class__ is str:
                     self._skip(result, ts)
                     continue
+                if result[0] == FRAGMENT:
+                    result = self._fragment(result, ts)
+                    if result is None:
+                        self._count("skip:ip_fragment")  # held for reassembly, or given up
+                        continue
+                    if result.__class__ is str:
+                        self._skip(result, ts)
+                        continue
                 (proto, src, dst, sport, dport, ip_len, l4_off, l4_len, pay_off, pay_len, cap_end, flags, seq, ack,
                  win, vlans, data, note, key) = result
                 if note is not None:
@@ -295,6 +318,7 @@ class Dissector(FlowSink):
                 ):
                     bad_checksum(flow, is_orig, ts)
                     self.flow_weird(flow, "bad_TCP_checksum", ts)
+                    self._count("skip:bad_TCP_checksum")
                     continue
                 if is_orig:
                     flow.orig_pkts += 1
@@ -364,6 +388,7 @@ class Dissector(FlowSink):
                 ):
                     bad_checksum(flow, is_orig, ts)
                     self.flow_weird(flow, "bad_UDP_checksum", ts)
+                    self._count("skip:bad_UDP_checksum")
                     continue
                 if flags != l4_len:
                     self.flow_weird(flow, "UDP_datagram_length_mismatch", ts, f"{flags} != {l4_len}")
@@ -393,6 +418,23 @@ class Dissector(FlowSink):
         self.counters["packets"] += packets
         return self._take_events()
 
+    def _fragment(self, fragment: tuple, ts: float) -> tuple | str | None:
+        """Hand an IP fragment to reassembly; the decoded datagram once it is whole."""
+        _, version, src, dst, ident, proto, field, header_len, total, payload, vlans = fragment
+        fragments = self._fragments
+        if version == 4:
+            done = fragments.ipv4(ts, src, dst, ident, proto, field, header_len, total, payload)
+        else:
+            done = fragments.ipv6(ts, src, dst, ident, proto, field, header_len, total, payload)
+        for name in fragments.weirds:
+            key = "weird:" + name
+            self.counters[key] = self.counters.get(key, 0) + 1
+            if self._weird_allowed(ts):
+                self._events.append(Weird(ts=ts, name=name, addl=f"{_address(src)} -> {_address(dst)}"))
+        if done is None:
+            return None
+        return decode_reassembled(version, done[0], src, dst, done[1], header_len, vlans)
+
     def advance(self, now: float) -> list[Any]:
         """Expire flows idle (or due) at packet time ``now``; return the events that produced."""
         if now > self._now:
@@ -405,6 +447,7 @@ class Dissector(FlowSink):
         for flow in sorted(self._live, key=_flow_start):
             if not flow.finished:
                 self._finish(flow, self._now if self._now > flow.last_ts else flow.last_ts)
+        self._fragments.expire(math.inf)
         return self._take_events()
 
     @property
@@ -458,7 +501,9 @@ class Dissector(FlowSink):
         """A flow for a packet no flow has; ``key`` is the packet's direction."""
         if len(self._live) >= self.settings.max_flows:
             self._evict(ts)
-        if proto == TCP:
+        if not self.settings.flip_by_server_port:
+            flip = False
+        elif proto == TCP:
             flip = (not (flags & _SYN) or bool(flags & _ACK)) and sport in LIKELY_SERVER_PORTS and (
                 dport not in LIKELY_SERVER_PORTS or (not (flags & _SYN) and sport < dport)
             )
@@ -508,6 +553,7 @@ class Dissector(FlowSink):
         is_orig = key == flow.okey
         if verify and cap_end - l4_off >= l4_len and not transport_checksum_ok(proto, src, dst, data, l4_off, l4_len):
             self.flow_weird(flow, "bad_ICMP_checksum", ts)
+            self._count("skip:bad_ICMP_checksum")
             return
         if is_orig:
             flow.orig_pkts += 1
@@ -581,6 +627,8 @@ class Dissector(FlowSink):
 
     def _expire(self, now: float, force_scan: bool = False) -> None:
         """End the flows whose deadline has passed, and (at scan times) the idle ones."""
+        if self._fragments.pending:
+            self._fragments.expire(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, flow = heapq.heappop(heap)
@@ -751,13 +799,20 @@ class Dissector(FlowSink):
         counters[key] = counters.get(key, 0) + 1
 
     def _skip(self, reason: str, ts: float) -> None:
+        """A packet that reaches no flow: ``skip:<reason>``, plus the weird if it is one."""
         counters = self.counters
+        if reason.startswith("weird:"):
+            self._net_weird(reason[6:], ts)
+            reason = "skip:" + reason[6:]
         counters[reason] = counters.get(reason, 0) + 1
-        if reason.startswith("weird:") and self._weird_allowed(ts):
-            self._events.append(Weird(ts=ts, name=reason[6:]))
 
     def _net_weird(self, name: str, ts: float) -> None:
-        self._skip("weird:" + name, ts)
+        """An anomaly outside any flow (a weird without uid)."""
+        key = "weird:" + name
+        counters = self.counters
+        counters[key] = counters.get(key, 0) + 1
+        if self._weird_allowed(ts):
+            self._events.append(Weird(ts=ts, name=name))
 
     def _weird_allowed(self, ts: float) -> bool:
         second = int(ts)
@@ -787,6 +842,10 @@ class Dissector(FlowSink):
         return uid
 
     def _take_events(self) -> list[Any]:
+        counters = self.counters
+        for name, value in self._fragments.counters.items():
+            if value:
+                counters["fragments:" + name] = value
         events = self._events
         self._events = []
         return events
@@ -798,3 +857,7 @@ def _flow_start(flow: Flow) -> float:
 
 def _flow_last(flow: Flow) -> float:
     return flow.last_ts
+
+
+def _address(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)

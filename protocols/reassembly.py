@@ -8,11 +8,12 @@ conn's ``missed_bytes``, ``G``/``g`` in its history) and the held data after it 
 delivered. Retransmissions and overlaps: the first copy wins; a later copy that differs
 from data still held is Zeek's ``rexmit_inconsistency``.
 
-Memory is bounded under any input: held (out-of-order) bytes count against a per-direction
-budget and a budget shared by all flows (:class:`ReassemblyBudget`); when either is
-exhausted the oldest hole is given up as a gap (``reassembly_budget`` weird) and the held
-data behind it is delivered. Delivered-but-unacknowledged data is retained only to detect
-inconsistent retransmissions, within the same budgets, and is trimmed by acks.
+Memory is bounded under any input: the bytes a direction holds (out of order, plus
+delivered-but-unacknowledged data retained only to detect inconsistent retransmissions,
+trimmed by acks and dropped first) stay within a per-direction budget, and all flows'
+within a shared one (:class:`ReassemblyBudget`); when a budget is exhausted the oldest
+hole is given up as a gap (``reassembly_budget`` weird) and the held data behind it is
+delivered.
 
 When nobody consumes the stream (no parser), only byte *ranges* are tracked: gaps and
 missed bytes stay exact while no payload is copied.
@@ -196,11 +197,12 @@ class StreamReassembler:
         size = len(data)
         if not size:
             return
-        if self.retained_bytes + size > budget.per_direction or budget.used + size > budget.total:
-            # no room to remember delivered data: forget the oldest (inconsistency checks
-            # on it are lost, delivery is not affected)
+        room = budget.per_direction - self.held_bytes
+        if self.retained_bytes + size > room or budget.used + size > budget.total:
+            # no room to remember delivered data: forget it (inconsistency checks on it
+            # are lost, delivery is not affected); held data always has precedence
             self._drop_retained()
-            if size > budget.per_direction or budget.used + size > budget.total:
+            if size > room or budget.used + size > budget.total:
                 return
         self.retained.append([seq, data])
         self.retained_bytes += size
@@ -227,8 +229,7 @@ class StreamReassembler:
             lo = seq if seq > block_seq else block_seq
             hi = end if end < block_end else block_end
             if data[lo - seq : hi - seq] != block_data[lo - block_seq : hi - block_seq]:
-                self.owner.stream_inconsistency(self, lo, hi - lo, ts)
-                return
+                self.owner.stream_inconsistency(self, lo, hi - lo, ts)  # one per block, as Zeek
 
     def _insert(self, seq: int, end: int, data: bytes | None, ts: float) -> None:
         """Add [seq, end) above next_seq to the held blocks; existing bytes win overlaps."""
@@ -311,16 +312,18 @@ class StreamReassembler:
             self.next_seq = up_to
 
     def _enforce_budget(self, ts: float) -> None:
-        """Give up the oldest hole while held data exceeds a budget (or ranges pile up)."""
+        """Keep held + retained bytes within the budgets (and ranges within MAX_RANGES).
+
+        Retained data goes first (it only serves inconsistency checks); then the oldest
+        hole is given up: reported as a forced gap, the held data behind it delivered.
+        """
         budget = self.budget
         held = self.held
         while held and (
-            self.held_bytes > budget.per_direction
-            or budget.used > budget.total
+            self.held_bytes + self.retained_bytes > budget.per_direction
+            or (self.keep and budget.used > budget.total)
             or len(held) > MAX_RANGES
         ):
-            if self.held_bytes <= budget.per_direction and len(held) <= MAX_RANGES and not self.keep:
-                break  # over the shared budget but holding no data ourselves: not our bytes
             if self.retained_bytes:
                 self._drop_retained()
                 continue
