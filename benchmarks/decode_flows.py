@@ -116,6 +116,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if not args.parsers:
+        import protocols.parsers  # noqa: F401  (register them first, so that clearing sticks)
         from protocols import analyzer
 
         analyzer.ANALYZERS.clear()  # measure decode + flows only

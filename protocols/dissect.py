@@ -149,10 +149,11 @@ class _Detection:
 class _FlowContext:
     """The engine side of :class:`protocols.analyzer.FlowContext` for one flow."""
 
-    __slots__ = ("uid", "id", "proto", "_engine", "_flow")
+    __slots__ = ("uid", "id", "proto", "detected", "_engine", "_flow")
 
-    def __init__(self, engine: "Dissector", flow: Flow, uid: str) -> None:
+    def __init__(self, engine: "Dissector", flow: Flow, uid: str, detected: str) -> None:
         self.uid = uid
+        self.detected = detected  # the service detection chose the parser for
         self.id = flow.conn_id()
         self.proto = "tcp" if flow.proto == TCP else "udp"
         self._engine = engine
@@ -756,7 +757,7 @@ class Dissector(FlowSink):
             self._give_up(flow)
             return
         uid = self._uid(flow)
-        ctx = _FlowContext(self, flow, uid)
+        ctx = _FlowContext(self, flow, uid, service)
         flow.ctx = ctx
         flow.app_state = APP_ACTIVE
         try:
@@ -775,8 +776,7 @@ class Dissector(FlowSink):
         """The parser declared a violation: count it and stop feeding it."""
         if flow.app_state != APP_ACTIVE:
             return
-        service = getattr(flow.app, "service", "") or "unknown"
-        self._count("violation:" + service)
+        self._count("violation:" + flow.ctx.detected)
         flow.app_state = APP_STOPPED
         flow.app = None
         if flow.proto == TCP:

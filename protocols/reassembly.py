@@ -80,7 +80,7 @@ class StreamReassembler:
         self.trim_seq = 1  # highest acknowledgement processed
         self.held: list[list] = []  # sorted [seq, end, data|None] blocks above next_seq
         self.held_bytes = 0
-        self.retained: deque = deque()  # delivered, not yet acked [seq, data] (keep only)
+        self.retained: deque | None = None  # delivered, not yet acked [seq, data] (made when needed)
         self.retained_bytes = 0
 
     # -- input -------------------------------------------------------------------------
@@ -133,6 +133,8 @@ class StreamReassembler:
             self.plain = not self.keep and not self.held
         self.trim_seq = seq
         retained = self.retained
+        if retained is None:
+            return
         while retained:
             first = retained[0]
             first_end = first[0] + len(first[1])
@@ -146,6 +148,8 @@ class StreamReassembler:
                     first[1] = first[1][cut:]
                     first[0] = seq
                 break
+        if not retained:
+            self.retained = None  # an idle flow should not keep an empty deque
 
     def flush(self, ts: float) -> None:
         """End of the connection: hand over held data behind its holes (gaps reported, forced)."""
@@ -204,6 +208,8 @@ class StreamReassembler:
             self._drop_retained()
             if size > room or budget.used + size > budget.total:
                 return
+        if self.retained is None:
+            self.retained = deque()
         self.retained.append([seq, data])
         self.retained_bytes += size
         budget.used += size
@@ -215,12 +221,12 @@ class StreamReassembler:
     def _drop_retained(self) -> None:
         if self.retained_bytes:
             self.budget.used -= self.retained_bytes
-        self.retained.clear()
+        self.retained = None
         self.retained_bytes = 0
 
     def _compare_retained(self, seq: int, end: int, data: bytes, ts: float) -> None:
         """Compare ``data`` (at ``seq``) over ``[seq, end)`` with delivered copies still retained."""
-        for block_seq, block_data in self.retained:
+        for block_seq, block_data in self.retained or ():
             block_end = block_seq + len(block_data)
             if block_end <= seq:
                 continue
