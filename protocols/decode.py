@@ -329,8 +329,3 @@ def transport_checksum_ok(proto: int, src: bytes, dst: bytes, data: bytes, l4_of
     if proto != ICMP:
         total += int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + l4_len
     return total % 0xFFFF == 0
-
-
-def format_mac(raw: bytes) -> str:
-    """``aa:bb:cc:dd:ee:ff`` for a 6-byte link-layer address."""
-    return raw.hex(":")

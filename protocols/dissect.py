@@ -9,9 +9,10 @@ end on TCP close/reset (after ``tcp_close_delay``), on an unanswered SYN (after
 table is full (the least recently active flow goes, counted as ``flows_evicted``), or at
 :meth:`Dissector.finish`.
 
-Time is packet time only: idle flows are expired as packet timestamps advance (checked
-at every whole second, so results do not depend on how frames are batched) and by
-:meth:`Dissector.advance` for a live capture that has gone quiet.
+Time is packet time only: timers (close delay, attempt timeout, idle timeouts, kept in
+two heaps) run as packet timestamps pass them, before the packet that passes them is
+looked up, so a packet never joins a flow that is over and results do not depend on how
+frames are batched; :meth:`Dissector.advance` runs them for a live capture gone quiet.
 
 Counters (``Dissector.counters``): ``packets``; ``flows`` (created); ``flows_evicted``;
 ``weird:<name>`` for every anomaly (only ``weirds_per_second`` of them become ``weird``
@@ -198,12 +199,9 @@ class Dissector(FlowSink):
             ICMP6: settings.icmp_idle_timeout,
         }
         self._other_timeout = settings.other_idle_timeout
-        # idle flows are found by a scan of all flows at this packet-time interval
-        self._scan_interval = max(1.0, min(
-            settings.tcp_idle_timeout, settings.udp_idle_timeout, settings.icmp_idle_timeout,
-            settings.other_idle_timeout,
-        ) / 10.0)
-        self._next_scan = -_INF
+        # idle expiry: every flow sits in this heap under a due time that may be stale; when
+        # it comes up, a flow that was active since is put back under its new due time
+        self._idle: list[tuple[float, int, Flow]] = []
         self._heap: list[tuple[float, int, Flow]] = []
         self._heap_seq = 0
         self._events: list[Any] = []
@@ -223,8 +221,6 @@ class Dissector(FlowSink):
         """Process frames; return the events finished so far (conn, weird, parser events)."""
         tcp_table = self._tcp
         udp_table = self._udp
-        tcp_timeout = self._timeouts[TCP]
-        udp_timeout = self._timeouts[UDP]
         check_ip = self.settings.verify_ip_checksum
         verify = self.settings.verify_transport_checksums
         next_sweep = self._next_sweep
@@ -237,9 +233,12 @@ class Dissector(FlowSink):
         for ts, linktype, data, wirelen in frames:
             packets += 1
             if ts >= next_sweep:
+                # a timer is due (close, attempt, idle, or the whole-second tick): flows
+                # over at ``ts`` end before this packet is looked up, so a packet never
+                # joins a flow that should have ended, however the frames are batched
                 self._now = ts
                 self._expire(ts)
-                next_sweep = math.floor(ts) + 1.0
+                next_sweep = self._next_sweep
             # Ethernet + IPv4 (no options) or IPv6 (no extension header) + TCP, inline: the
             # same checks and results as decode() (tests/protocols/test_decode.py holds
             # them equal); anything else, or anything odd, goes through decode().
@@ -302,8 +301,6 @@ class Dissector(FlowSink):
 
             if proto == TCP:
                 flow = tcp_table.get(key)
-                if flow is not None and (ts >= flow.deadline or ts - flow.last_ts >= tcp_timeout):
-                    flow = self._recheck(flow, ts, tcp_timeout)
                 if flow is None:
                     if src is None:
                         alen = 4 if l4_off == 34 else 16
@@ -312,6 +309,7 @@ class Dissector(FlowSink):
                         vlans = None
                     flow = self._new_flow(TCP, tcp_table, key, src, sport, dst, dport, vlans, ts, linktype, data,
                                           flags)
+                    next_sweep = self._next_sweep
                 is_orig = key == flow.okey
                 if verify and cap_end - l4_off >= l4_len and not transport_checksum_ok(
                     TCP, flow.orig_h if is_orig else flow.resp_h, flow.resp_h if is_orig else flow.orig_h, data,
@@ -373,13 +371,13 @@ class Dissector(FlowSink):
                                 flow.weird("truncated_tcp_payload", ts)
                         continue
                 tcp_packet(flow, is_orig, flags, seq, ack, win, pay_len, data, pay_off, cap_end - pay_off, ts)
+                next_sweep = self._next_sweep  # the full logic may have set a close/attempt timer
 
             elif proto == UDP:
                 flow = udp_table.get(key)
-                if flow is not None and ts - flow.last_ts >= udp_timeout:
-                    flow = self._recheck(flow, ts, udp_timeout)
                 if flow is None:
                     flow = self._new_flow(UDP, udp_table, key, src, sport, dst, dport, vlans, ts, linktype, data, 0)
+                    next_sweep = self._next_sweep
                 is_orig = key == flow.okey
                 if (
                     verify
@@ -410,10 +408,11 @@ class Dissector(FlowSink):
             elif proto == ICMP or proto == ICMP6:
                 self._icmp_packet(proto, src, dst, sport, dport, vlans, ip_len, l4_off, l4_len, pay_len, cap_end,
                                   wirelen, ts, linktype, data, verify)
+                next_sweep = self._next_sweep
             else:
                 self._other_packet(proto, src, dst, vlans, ip_len, wirelen, ts, linktype, data)
+                next_sweep = self._next_sweep
 
-        self._next_sweep = next_sweep
         if ts > self._now:
             self._now = ts
         self.counters["packets"] += packets
@@ -440,7 +439,7 @@ class Dissector(FlowSink):
         """Expire flows idle (or due) at packet time ``now``; return the events that produced."""
         if now > self._now:
             self._now = now
-        self._expire(now, force_scan=True)
+        self._expire(now)
         return self._take_events()
 
     def finish(self) -> list[Any]:
@@ -492,6 +491,8 @@ class Dissector(FlowSink):
     def schedule(self, flow: Flow) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (flow.deadline, self._heap_seq, flow))
+        if flow.deadline < self._next_sweep:
+            self._next_sweep = flow.deadline
 
     # -- flow table --------------------------------------------------------------------
 
@@ -533,6 +534,11 @@ class Dissector(FlowSink):
         table[key] = flow
         table[rkey] = flow
         self._live[flow] = None
+        self._heap_seq += 1
+        due = ts + self._timeout_for(proto)
+        heapq.heappush(self._idle, (due, self._heap_seq, flow))
+        if due < self._next_sweep:
+            self._next_sweep = due
         self.counters["flows"] += 1
         return flow
 
@@ -547,8 +553,6 @@ class Dissector(FlowSink):
         table = self._icmp
         timeout = self._timeouts[proto]
         flow = table.get(key)
-        if flow is not None and ts - flow.last_ts >= timeout:
-            flow = self._recheck(flow, ts, timeout)
         if flow is None:
             flow = self._new_flow(proto, table, key, src, sport, dst, dport, vlans, ts, linktype, data, 0)
         is_orig = key == flow.okey
@@ -574,8 +578,6 @@ class Dissector(FlowSink):
         key = (src, dst, vlans, proto)
         table = self._other
         flow = table.get(key)
-        if flow is not None and ts - flow.last_ts >= self._other_timeout:
-            flow = self._recheck(flow, ts, self._other_timeout)
         if flow is None:
             flow = self._new_flow(proto, table, key, src, 0, dst, 0, vlans, ts, linktype, data, 0)
         if key == flow.okey:
@@ -600,15 +602,6 @@ class Dissector(FlowSink):
     def _timeout_for(self, proto: int) -> float:
         return self._timeouts.get(proto, self._other_timeout)
 
-    def _recheck(self, flow: Flow, now: float, timeout: float) -> Flow | None:
-        """A packet for a flow that may be over: end it if so (None), else keep it."""
-        if now >= flow.deadline and self._deadline_reached(flow, now):
-            return None
-        if now - flow.last_ts >= timeout:
-            self._finish(flow, now)
-            return None
-        return flow
-
     def _deadline_reached(self, flow: Flow, now: float) -> bool:
         """The flow's deadline passed: end it if its TCP attempt or close is over."""
         if flow.proto == TCP:
@@ -626,8 +619,8 @@ class Dissector(FlowSink):
         flow.deadline = _INF
         return False
 
-    def _expire(self, now: float, force_scan: bool = False) -> None:
-        """End the flows whose deadline has passed, and (at scan times) the idle ones."""
+    def _expire(self, now: float) -> None:
+        """End the flows whose deadline (close, attempt) or idle timeout has passed at ``now``."""
         if self._fragments.pending:
             self._fragments.expire(now)
         heap = self._heap
@@ -636,13 +629,24 @@ class Dissector(FlowSink):
             if flow.finished or flow.deadline != deadline:
                 continue  # stale entry
             self._deadline_reached(flow, now)
-        if now >= self._next_scan or force_scan:
-            interval = self._scan_interval
-            self._next_scan = (math.floor(now / interval) + 1.0) * interval
-            timeouts = self._timeouts
-            other = self._other_timeout
-            for flow in [f for f in self._live if now - f.last_ts >= timeouts.get(f.proto, other)]:
+        idle = self._idle
+        while idle and idle[0][0] <= now:
+            _, _, flow = heapq.heappop(idle)
+            if flow.finished:
+                continue
+            due = flow.last_ts + self._timeout_for(flow.proto)
+            if due <= now:
                 self._finish(flow, now)
+            else:
+                self._heap_seq += 1
+                heapq.heappush(idle, (due, self._heap_seq, flow))
+        # next check: the next whole second (fragment expiry) or the earliest timer
+        nxt = math.floor(now) + 1.0
+        if heap and heap[0][0] < nxt:
+            nxt = heap[0][0]
+        if idle and idle[0][0] < nxt:
+            nxt = idle[0][0]
+        self._next_sweep = nxt
 
     def _evict(self, now: float) -> None:
         """The table is full: end the least recently active flows (1/64 of the table at once)."""

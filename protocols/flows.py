@@ -33,6 +33,7 @@ payload bytes per direction) are filled for cross-checking with other tools.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from typing import Any
@@ -204,7 +205,7 @@ class Flow:
         "orig_l2_bytes", "resp_l2_bytes", "orig_payload", "resp_payload", "orig_size", "resp_size",
         "orig_chk_cnt", "orig_chk_thresh", "resp_chk_cnt", "resp_chk_thresh", "history", "hist_seen",
         "orig", "resp", "is_partial", "first_seen", "close_deferred", "deferred_gen_event", "did_weird",
-        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "scheduled", "fast",
+        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "fast",
     )
 
     def __init__(
@@ -264,7 +265,6 @@ class Flow:
         self.ctx: Any = None
         self.uid: str | None = None
         self.finished = False
-        self.scheduled = False
         self.fast = False  # TCP: the next ACK/data segment may take tcp_packet's fast path
 
     # -- TCP setup ---------------------------------------------------------------------
@@ -456,8 +456,6 @@ def _is_local(raw: bytes, local_nets: tuple) -> bool:
 
 def compile_local_nets(cidrs: tuple[str, ...] | list[str]) -> tuple:
     """(version, network int, mask int) per CIDR, for :func:`conn_event`."""
-    import ipaddress
-
     out = []
     for cidr in cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
@@ -763,7 +761,9 @@ def _tcp_packet_full(
     elif length > 0:
         retransmission(flow, ep)
 
-    do_close, gen_event = _update_state_machine(flow, ep, peer, base_seq, ack_seq, length, delta_last, is_orig, flags, ts)
+    do_close, gen_event = _update_state_machine(
+        flow, ep, peer, base_seq, ack_seq, length, delta_last, is_orig, flags, ts
+    )
 
     if ackf:
         # the ack may reveal a content gap in the peer's stream

@@ -258,7 +258,8 @@ class StreamReassembler:
                 self._add_block(index, cursor, end, None if data is None else data[cursor - seq :])
                 return
             if cursor < b_seq:
-                index += self._add_block(index, cursor, b_seq, None if data is None else data[cursor - seq : b_seq - seq])
+                piece = None if data is None else data[cursor - seq : b_seq - seq]
+                index += self._add_block(index, cursor, b_seq, piece)
                 cursor = b_seq
                 continue
             # overlap with an existing block: the first copy wins, a different one is weird

@@ -14,7 +14,7 @@ from protocols.analyzer import Analyzer
 from protocols.dissect import DissectSettings, Dissector
 from protocols.events.conn import Conn
 from protocols.events.weird import Weird
-from tests.protocols.packets import ACK, FIN, PSH, Conversation, ethernet, frame, ipv4, udp
+from tests.protocols.packets import ACK, PSH, Conversation, ethernet, frame, ipv4, udp
 
 REQUEST = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
 
