@@ -224,3 +224,38 @@ def test_packet_level_weirds_match_zeek(name: str, output: str, corpus_dir: Path
     expected = [record["name"] for record in _zeek(name)["outputs"][output]["records"]]
     events, _ = _run(name)
     assert [e.name for e in events if isinstance(e, Weird) and e.uid is None] == expected
+
+
+# -- other tools: Arkime sessions, Suricata flow records -------------------------------------
+
+
+def _arkime_captures() -> list[str]:
+    names = []
+    for capture in corpus_captures():
+        name = capture.name.rsplit(".", 1)[0]
+        expected = json.loads((CORPUS / f"{name}.expected.json").read_text())
+        if any(e.get("tool") == "arkime" for e in expected["expected"]):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", _arkime_captures())
+def test_arkime_sessions_match_our_conns(name: str, corpus_dir: Path) -> None:
+    """Arkime's session endpoints (source = initiator), packets and bytes (frames) each way."""
+    expected = json.loads((CORPUS / f"{name}.expected.json").read_text())
+    sessions = [s for e in expected["expected"] if e.get("tool") == "arkime" for s in e["sessions"]]
+    events, _ = dissect_file(_capture(name), DissectSettings(verify_ip_checksum=False))  # Arkime checks none
+    ours = {
+        _id(c): (c.orig_pkts, c.orig_l2_bytes, c.resp_pkts, c.resp_l2_bytes) for c in events if isinstance(c, Conn)
+    }
+    for session in sessions:
+        src, dst = session["source"], session["destination"]
+        key = (src["ip"], src.get("port", 0), dst["ip"], dst.get("port", 0))
+        assert ours.get(key) == (src["packets"], src["bytes"], dst["packets"], dst["bytes"]), key
+
+
+def test_suricata_vlan_flows(corpus_dir: Path) -> None:
+    expected = json.loads((CORPUS / "sv-flow-vlan-triple.expected.json").read_text())
+    checks = [c["match"]["vlan"] for e in expected["expected"] for c in e["checks"] if c["match"].get("vlan")]
+    events, _ = dissect_file(_capture("sv-flow-vlan-triple"))
+    assert sorted(list(c.vlans) for c in events if isinstance(c, Conn)) == sorted(checks)
