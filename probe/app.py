@@ -44,14 +44,11 @@ from storage.spool import Spool
 
 log = logging.getLogger("probe.app")
 
-#: capture-file counters that measure volume, not problems (kept out of "skipped")
-_CAPFILE_VOLUME = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
+#: capture-file counters that are totals, not reasons for skipping
+_CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
 
 #: drop reasons exported at 0 before the first drop (others appear when they happen)
 DROP_REASONS = ("buffer_full", "signature", "encoding", "memory_budget")
-
-#: settings whose change alters the events a capture yields (part of a replay's identity)
-_EVENT_SHAPING = ("dissect", "capture.batch_packets")
 
 
 def file_source_id(path: str, config: Config) -> str:
@@ -351,6 +348,11 @@ class ProbeApp:
 
     def wait(self, poll: float = 0.05) -> str:
         """Block until the run ends; return why: "complete", "drain_timeout", "stopped" or "fatal"."""
+        outcome = self._wait(poll)
+        self.finished_at = time.monotonic()
+        return outcome
+
+    def _wait(self, poll: float) -> str:
         drain_started: float | None = None
         while True:
             if self.fatal_message:
@@ -368,7 +370,7 @@ class ProbeApp:
             time.sleep(poll)
 
     def stop(self) -> None:
-        self.finished_at = time.monotonic()
+        self.finished_at = self.finished_at or time.monotonic()
         if self.supervisor is not None:
             try:
                 self.supervisor.stop(block=True, timeout=60)
@@ -405,16 +407,17 @@ class ProbeApp:
             "probe_id": self.identity.probe_id,
             "boot_id": self.identity.boot_id,
             "packets": packets,
-            "flows": counters.get("flows", kinds.get("conn", 0)),
+            "flows": counters.get("flows", 0),
+            "conversations": counters.get("conversations", 0),
             "events_by_kind": kinds,
             "events_created": run.created,
-            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")),
+            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
             "delivered": run.delivered,
             "dropped": run.dropped,
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:")) and k not in _CAPFILE_VOLUME},
+            "skipped": {k: v for k, v in sorted(counters.items()) if v and k.startswith(("skip:", "weird:", "capfile:")) and k not in _CAPFILE_TOTALS},
             "source_errors": errors,
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
