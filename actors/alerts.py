@@ -10,6 +10,7 @@ Every ``evaluate_interval`` seconds the alerts actor reads the metrics and evalu
 | ``drops`` | events dropped over the last 10 s, per second, > 100 |
 | ``signature_failures`` | signing failures over the last 60 s, per minute, > 10 |
 | ``resource:<name>`` | memory, spool, disk or CPU above 90 % of its budget |
+| ``identity`` | transmission halted on an identity failure (critical; no threshold) |
 
 A level alert clears only below 90 % of its threshold, so a value hovering at the
 threshold does not flap. Each transition is logged, kept on the :class:`AlertBoard`
@@ -48,7 +49,10 @@ NOTES = {
     "drops": "Probe::Events_Dropped",
     "signature_failures": "Probe::Signature_Failures",
     "resource": "Probe::Resource_High",
+    "identity": "Probe::Identity_Halt",
 }
+#: alerts an operator must act on at once (the others are warnings)
+CRITICAL = frozenset({"identity"})
 
 
 @attrs.frozen
@@ -84,8 +88,12 @@ class Alert:
     def note(self) -> str:
         return NOTES[self.name]
 
+    @property
+    def severity(self) -> str:
+        return "critical" if self.name in CRITICAL else "warning"
+
     def as_dict(self) -> dict[str, Any]:
-        return {**attrs.asdict(self), "note": self.note}
+        return {**attrs.asdict(self), "note": self.note, "severity": self.severity}
 
     def notice(self) -> Notice:
         return Notice(self.at, self.note, self.message, self.sub, self.state, float(self.value), float(self.threshold))
@@ -149,6 +157,9 @@ class AlertEvaluator:
         duration = now - self._backpressure_since if self._backpressure_since is not None else 0.0
         out += self._duration("backpressure", duration, s.backpressure_seconds, held,
                               f"the Core has held the probe back for {duration:.0f} s")
+        halted = any(v >= 1 for labels, v in m.gauges("uplink_state") if labels.get("state") == "halted")
+        out += self._transition("identity", None, 1.0 if halted else 0.0, 1.0, halted, not halted,
+                                "transmission halted on an identity failure: nothing is sent until an operator reloads the identity")
         for labels, value in m.gauges("buffer_utilization"):
             tier = labels.get("tier", "")
             out += self._level("buffer_utilization", tier, value, s.buffer_utilization, f"the {tier} buffer tier is {value:.0%} full")

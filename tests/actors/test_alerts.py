@@ -170,3 +170,17 @@ def test_a_raised_notice_is_sent_again_with_the_clear_when_events_were_dropped_m
     (over,) = ev.evaluate()
     board.record(over, drops_total=500)  # nothing dropped this time: no repeat
     assert [a.state for a in list(board.unsent)[3:]] == ["raised", "cleared"]
+
+
+def test_a_halted_transmission_is_a_critical_alert_until_it_resumes(rig):
+    metrics, clock, ev = rig
+    metrics.set("uplink_state", 1.0, state="connected")
+    assert ev.evaluate() == []
+    metrics.set("uplink_state", 0.0, state="connected")
+    metrics.set("uplink_state", 1.0, state="halted")
+    (raised,) = ev.evaluate()
+    assert (raised.key, raised.state, raised.severity, raised.note) == ("identity", "raised", "critical", "Probe::Identity_Halt")
+    assert raised.as_dict()["severity"] == "critical"
+    metrics.set("uplink_state", 0.0, state="halted")
+    metrics.set("uplink_state", 1.0, state="disconnected")
+    assert states(ev.evaluate()) == [("identity", "cleared")]

@@ -84,14 +84,20 @@ def test_an_identity_failure_halts_transmission_and_capture_goes_on(tmp_path):
     enrolled_key(data, core)
     core.enroll(PROBE_ID, "11" * 32)  # the Core now pins another key for this probe id
     try:
-        probe = run_probe(["--pcap", str(pcap), "--core", url], data, f'[probe]\nid = "{PROBE_ID}"\n[dissect]\nudp_idle_timeout = 1.0\n')
+        probe = run_probe(
+            ["--pcap", str(pcap), "--core", url], data,
+            f'[probe]\nid = "{PROBE_ID}"\n[dissect]\nudp_idle_timeout = 1.0\n[alerts]\nevaluate_interval = 0.1\n',
+        )
         out, err = probe.communicate(timeout=120)
         summary = json.loads(out)
         assert summary["outcome"] == "halted" and probe.returncode == 3
         assert summary["restarts"] == {"uplink:halt": 1}
         assert summary["uplink"]["halted"] and "auth_failed" in summary["uplink"]["halt_reason"]
-        assert summary["events_created"] == 2040 and summary["pending"] == 2040  # buffered, not lost
+        kinds = summary["events_by_kind"]
+        assert kinds["dns"] + kinds["conn"] == 2040  # dissected, signed and buffered, not lost
+        assert summary["pending"] == summary["events_created"] == sum(kinds.values())
         assert core.events() == []  # not one event frame reached the Core
+        assert [(a["key"], a["state"], a["severity"]) for a in summary["alerts"]][:1] == [("identity", "raised", "critical")]
     finally:
         core.stop()
 
@@ -117,7 +123,9 @@ def test_a_full_lmdb_map_is_shed_and_the_probe_keeps_running(tmp_path, caplog):
         core.resume()
         wait_for(lambda: app.buffer.pending == 0, 120)
         accounts = app.buffer.accounts()
-        assert accounts.balanced and accounts.created == 20_200 + len(app.alerts.history())
+        kinds = app.metrics.by_label("events_created_total", "kind")
+        assert kinds["dns"] + kinds["conn"] == 20_200
+        assert accounts.balanced and accounts.created == sum(kinds.values())  # the rest: notices
         stored = core.events()
         assert len(stored) == accounts.delivered == accounts.created - accounts.dropped_total
     finally:
