@@ -57,7 +57,7 @@ def test_a_killed_dissection_process_is_restarted_and_nothing_is_lost_or_doubled
     try:
         port = wait_for(lambda: json.loads((data / "health.json").read_text()).get("metrics_port") if (data / "health.json").exists() else None)
         wait_for(lambda: metric(port, "probe_events_signed_total") > 0, poll=0.01)
-        (worker,) = child_pids_of(probe.pid, b"probe.worker")
+        (worker,) = wait_for(lambda: child_pids_of(probe.pid, b"probe.worker"))
         os.kill(worker, signal.SIGKILL)
         out, err = probe.communicate(timeout=150)
     finally:
