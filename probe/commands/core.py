@@ -94,6 +94,9 @@ def cmd_core_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not accounts:
         print("no probe has delivered events to this Core yet")
+    refusals = _refusals(args.data_dir)
+    if refusals:
+        print("refused: " + ", ".join(f"{k} {v}" for k, v in sorted(refusals.items())))
     for a in accounts:
         rejected = ", ".join(f"{k} {v}" for k, v in a["rejected"].items()) or "0"
         reported = ", ".join(f"{k} {v}" for k, v in a["reported"].items()) or "0"
@@ -103,6 +106,16 @@ def cmd_core_stats(args: argparse.Namespace) -> int:
             f"unexplained gaps {a['gaps']}; boots {len(a['boots'])}"
         )
     return EXIT_OK
+
+
+def _refusals(data_dir: str) -> dict[str, int]:
+    """Connections and events the Core refused, by reason (from its counters file)."""
+    try:
+        with open(os.path.join(data_dir, "counters.json")) as fh:
+            counters = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in counters.items() if (k.startswith("refused:") or k.startswith("events_rejected:")) and v}
 
 
 def cmd_core_enroll(args: argparse.Namespace) -> int:

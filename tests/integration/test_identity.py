@@ -133,6 +133,18 @@ def test_a_certificate_of_another_ca_is_refused_by_the_cores_tls_and_the_probe_h
     assert core.counters().get("event_frames", 0) == 0 and core.stored() == []
 
 
+def test_a_core_certificate_the_probe_cannot_verify_is_a_connection_failure_not_a_halt(tmp_path, pki_root, cleanup):
+    core = start_core(tmp_path, cleanup, tls=Pki(str(tmp_path / "impostor"), "impostor-ca").core(), client_ca=pki_root.ca_pem)
+    issued = pki_root.probe("p1", "certs")
+    identity = ProbeIdentity("p1", issued.key_path, cert_path=issued.cert_path, ca_path=pki_root.ca_pem)
+    rig = IdentityRig(str(tmp_path / "probe"), identity, core.url)
+    cleanup.append(rig)
+    rig.feed("t", 0, weirds(20))
+    assert wait_for(lambda: rig.metrics.total("uplink_core_certificate_failures_total") >= 2)
+    assert not rig.gate.halted and identity.problem is None  # our identity is fine: keep trying
+    assert rig.buffer.pending == 20 and core.counters().get("event_frames", 0) == 0
+
+
 def test_a_revoked_certificate_ends_the_session_and_is_refused_at_the_next_hello(tmp_path, pki_root, cleanup):
     core = start_core(tmp_path, cleanup, tls=pki_root.core(), client_ca=pki_root.ca_pem, crl=pki_root.crl)
     issued = pki_root.probe("p1", "certs")
