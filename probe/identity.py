@@ -16,7 +16,7 @@ import ssl
 import stat
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 import nacl.encoding
@@ -27,13 +27,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from actors.messages import Halt, ResumeTransmission
-from actors.metrics import Metrics
-from actors.supervisor import Directory
-from actors.uplink import TransmissionGate
 from protocols.errors import IdentityError
 from protocols.events.envelope import EnvelopeHeader
 from protocols.identity import PROBE, CertificateInfo, CertificateRejected, verify_certificate
 from protocols.signing import self_test
+
+if TYPE_CHECKING:
+    from actors.metrics import Metrics
+    from actors.supervisor import Directory
+    from actors.uplink import TransmissionGate
 
 log = logging.getLogger("probe.identity")
 
