@@ -1,0 +1,15 @@
+"""The generated docs stay true to the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.config import reference_markdown
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_configuration_reference_matches_the_schema():
+    assert (DOCS / "configuration.md").read_text() == reference_markdown(), (
+        "docs/configuration.md is stale: run `python -m probe config-docs > docs/configuration.md`"
+    )
