@@ -10,11 +10,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from protocols import identity
 from protocols.identity import CertificateRejected, load_revocation_list, verify_certificate
-from tests.certs import DAY, der, ec_key, make_ca, make_cert, make_crl, pem, raw_public
+from tests.certs import DAY, der, ec_key, make_ca, make_crl, pem, raw_public
+from tests.certs import make_cert as _make_cert
 
 NOW = time.time()
 CA = make_ca("probe-ca", NOW - 20 * DAY)
 OTHER_CA = make_ca("probe-ca", NOW - 20 * DAY)  # same name, another key: only the signature tells them apart
+
+
+def make_cert(ca, cn, key=None, **kwargs):
+    """A certificate valid from a minute before NOW (the time every check here is made at)."""
+    kwargs.setdefault("start", NOW - 60)
+    return _make_cert(ca, cn, key, **kwargs)
+
+
 CERT, KEY = make_cert(CA, "probe-1")
 
 
