@@ -23,9 +23,11 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
 class FlippingProxy:
     """Listens on 127.0.0.1; ``offset`` is where in the record the byte flips (negative: from its end)."""
 
-    def __init__(self, upstream_port: int, offset: int = -3) -> None:
+
+    def __init__(self, upstream_port: int, offset: int = -3, every_copy: bool = False) -> None:
         self.upstream_port = upstream_port
         self.offset = offset
+        self.every_copy = every_copy  # damage the re-sent copies of that record too
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.flipped: list[bytes] = []  # the original records that were damaged
@@ -118,9 +120,12 @@ class FlippingProxy:
             return masked_payload
         self.event_frames += 1
         records = frame.get("records") or []
-        if self.flipped or len(records) < 3:
+        if self.flipped and self.every_copy and self.flipped[0] in records:
+            record = self.flipped[0]
+        elif self.flipped or len(records) < 3:
             return masked_payload
-        record = records[1]
+        else:
+            record = records[1]
         where = plain.find(record) + (self.offset % len(record))
         damaged = bytearray(plain)
         damaged[where] ^= 0x20

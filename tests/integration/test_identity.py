@@ -115,6 +115,26 @@ def test_a_record_damaged_in_transit_is_refused_and_the_spool_copy_is_stored_onc
     assert accounts.delivered == 50 and accounts.dropped == {} and accounts.pending == 0 and accounts.balanced
 
 
+def test_a_record_refused_again_after_its_resend_is_dropped_and_accounted(tmp_path, pki_root, cleanup, caplog):
+    core = start_core(tmp_path, cleanup, client_ca=pki_root.ca_pem)
+    proxy = FlippingProxy(core.port, -3, every_copy=True)
+    cleanup.append(proxy)
+    issued = pki_root.probe("p1", "certs")
+    identity = ProbeIdentity("p1", issued.key_path, cert_path=issued.cert_path, ca_path=pki_root.ca_pem)
+    rig = IdentityRig(str(tmp_path / "probe"), identity, f"ws://127.0.0.1:{proxy.port}")
+    cleanup.append(rig)
+    caplog.set_level(logging.WARNING, logger="probe.uplink")
+    rig.feed("t", 0, weirds(50))
+    assert wait_for(rig.delivered)
+    assert len(proxy.flipped) == 2  # the original and its one re-send
+    assert wait_for(lambda: core.counters().get("events_rejected:bad_signature")) == 2
+    assert [seq for _, seq, _ in core.stored()] == [s for s in range(1, 51) if s != 2]
+    accounts = rig.buffer.accounts()
+    assert accounts.dropped == {"rejected_bad_signature": 1} and accounts.delivered == 49 and accounts.balanced
+    assert rig.metrics.counter("events_dropped_total", reason="rejected_bad_signature") == 1
+    assert any(getattr(r, "event", None) == "event_dropped" for r in caplog.records)
+
+
 def test_a_certificate_of_another_ca_is_refused_by_the_cores_tls_and_the_probe_halts(tmp_path, pki_root, cleanup):
     core = start_core(tmp_path, cleanup, tls=pki_root.core(), client_ca=pki_root.ca_pem)
     rogue = Pki(str(tmp_path / "rogue"), "rogue-ca")
