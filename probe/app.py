@@ -215,7 +215,10 @@ class ProbeApp:
         A failed reload changes nothing (the running identity and any halt stay) and says
         why; the console and SIGHUP call this.
         """
-        return self.guard.reload()
+        guard = getattr(self, "guard", None)
+        if guard is None:
+            return ReloadResult(False, "starting", "the probe is still starting; its identity is checked as it starts")
+        return guard.reload()
 
     def _identity_reloaded(self, identity: ProbeIdentity) -> None:
         if self.core is not None and self.config.identity.cert is None:
