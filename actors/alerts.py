@@ -157,7 +157,9 @@ class AlertEvaluator:
         duration = now - self._backpressure_since if self._backpressure_since is not None else 0.0
         out += self._duration("backpressure", duration, s.backpressure_seconds, held,
                               f"the Core has held the probe back for {duration:.0f} s")
-        halted = any(v >= 1 for labels, v in m.gauges("uplink_state") if labels.get("state") == "halted")
+        halted = any(v >= 1 for _, v in m.gauges("transmission_halted")) or any(
+            v >= 1 for labels, v in m.gauges("uplink_state") if labels.get("state") == "halted"
+        )
         out += self._transition("identity", None, 1.0 if halted else 0.0, 1.0, halted, not halted,
                                 "transmission halted on an identity failure: nothing is sent until an operator reloads the identity")
         for labels, value in m.gauges("buffer_utilization"):

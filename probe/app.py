@@ -24,7 +24,7 @@ import pykka
 from actors.alerts import AlertBoard, AlertsActor, AlertSettings
 from actors.buffer import BufferActor
 from actors.credit import Window
-from actors.messages import Halt, Shed
+from actors.messages import Shed
 from actors.metrics import Metrics, Series
 from actors.resources import ResourceBudgets, ResourceSampler, ResourcesActor, Shedder
 from actors.sequencer import Sequencer
@@ -35,7 +35,7 @@ from actors.worker import DissectionWorker, SourceTracker
 from probe.config import Config, ConfigError
 from probe.core.embedded import EmbeddedCore
 from probe.health import HealthWriter, health_path
-from probe.identity import ProbeIdentity
+from probe.identity import IdentityGuard, ProbeIdentity, ReloadResult
 from probe.metrics_http import MetricsServer
 from storage.accounting import Accounts
 from storage.buffer import TieredBuffer
@@ -104,11 +104,14 @@ class ProbeApp:
             except OSError as exc:
                 raise ConfigError("metrics.port", f"cannot listen on 127.0.0.1:{cfg.metrics.port}: {exc.strerror}") from None
         key_path = cfg.identity.key or cfg.data_path("identity", "probe.key")
-        self.identity = ProbeIdentity(cfg.probe_id, key_path)
+        ident = cfg.identity
+        self.identity = ProbeIdentity(cfg.probe_id, key_path, cert_path=ident.cert, ca_path=ident.ca, core_ca_path=ident.core_ca)
         if self.identity.created:
             log.info("created a new signing key at %s", key_path, extra={"component": "identity", "event": "key_created"})
         quota = cfg.buffer.disk_quota_mb << 20
         self.spool = Spool(cfg.data_path("spool"), quota, (cfg.buffer.map_size_mb << 20) or None)
+        self.identity.boot_seq = self.spool.next_seq
+        self.guard = IdentityGuard(self.identity, self.gate, self.directory, self.metrics, on_reload=self._identity_reloaded)
         self.buffer = TieredBuffer(self.spool, MemoryTier(cfg.buffer.memory_events, cfg.buffer.memory_bytes))
         self.sequencer = Sequencer(self.spool.next_seq, self.spool.source_progress)
         self.accounts_at_start = self.buffer.accounts()
@@ -139,7 +142,8 @@ class ProbeApp:
         self.publish_health()
 
     def _start_embedded_core(self) -> str:
-        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen)
+        ident = self.config.identity
+        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen, client_ca=ident.ca if ident.cert else None, crl=ident.crl)
         self.core.enroll(self.identity.probe_id, self.identity.public_key_hex)
         url = self.core.start()
         log.info("embedded Core listening at %s", url, extra={"component": "core", "event": "embedded_core"})
@@ -255,9 +259,29 @@ class ProbeApp:
     # --- strategies outside the tree --------------------------------------------------
 
     def _halt(self, reason: str) -> None:
-        self.gate.halt(reason)
-        self.metrics.inc("identity_halts_total")
-        self.directory.tell("uplink", Halt(reason), wait=0)
+        """Identity failure: nothing more is sent; capture, dissection and buffering go on."""
+        self.guard.halt(reason)
+
+    # --- identity (console and SIGHUP) ------------------------------------------------
+
+    def reload_identity(self) -> ReloadResult:
+        """Re-read key, certificate and CAs; if all are good, use them and resume transmission.
+
+        A failed reload changes nothing (the running identity and any halt stay) and says
+        why; the console and SIGHUP call this.
+        """
+        guard = getattr(self, "guard", None)
+        if guard is None:
+            return ReloadResult(False, "starting", "the probe is still starting; its identity is checked as it starts")
+        return guard.reload()
+
+    def _identity_reloaded(self, identity: ProbeIdentity) -> None:
+        if self.core is not None and self.config.identity.cert is None:
+            self.core.enroll(identity.probe_id, identity.public_key_hex)  # the embedded Core pins keys
+
+    def identity_status(self) -> dict[str, Any]:
+        """Identity and transmission state for the console, the summary and alerts."""
+        return self.guard.status()
 
     def _shed(self, reason: str) -> None:
         if self.shedder is not None:
@@ -384,7 +408,7 @@ class ProbeApp:
             self.publish_health()
         if self.core is not None:
             self.core.stop()
-        if hasattr(self, "spool"):
+        if getattr(self, "spool", None) is not None:
             self.spool.close()
 
     # --- reporting --------------------------------------------------------------------
@@ -419,6 +443,7 @@ class ProbeApp:
             "packets_per_second": round(packets / seconds, 1),
             "skipped": {k: v for k, v in sorted(counters.items()) if v and k.startswith(("skip:", "weird:", "capfile:")) and k not in _CAPFILE_TOTALS},
             "source_errors": errors,
+            "identity": {"state": self.identity.status()["state"], "reason": self.identity.status()["reason"]},
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
                 "connects": int(self.metrics.total("uplink_connects_total")),
