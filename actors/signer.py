@@ -17,6 +17,7 @@ import nacl.signing
 
 from actors.base import SupervisedActor, handles
 from actors.credit import Window
+from actors.faults import SignFault
 from actors.messages import EventBatch, EventsDropped, SignedEvents
 from actors.metrics import Metrics
 from actors.sequencer import Sequencer
@@ -54,8 +55,10 @@ class SignerActor(SupervisedActor):
         inbox: Window,
         downstream: Window,
         metrics: Metrics,
+        fault: SignFault | None = None,
     ) -> None:
         super().__init__(supervisor)
+        self.fault = fault  # test hook ([faults] sign_fail_file); None in production
         self.identity = identity
         self.sequencer = sequencer
         self.directory = directory
@@ -70,6 +73,8 @@ class SignerActor(SupervisedActor):
         skip = self.sequencer.skip_count(batch.source, batch.first_ordinal, total)
         events = batch.events[skip:]
         encoded = [e for e in events if e is not None]
+        if self.fault is not None:
+            encoded = self.fault.apply(encoded)
         unencodable = len(events) - len(encoded)
         if skip:
             self.metrics.inc("events_replayed_skipped_total", skip)

@@ -24,6 +24,7 @@ import pykka
 from actors.alerts import AlertBoard, AlertsActor, AlertSettings
 from actors.buffer import BufferActor
 from actors.credit import Window
+from actors.faults import SignFault
 from actors.messages import Shed
 from actors.metrics import Metrics, Series
 from actors.resources import ResourceBudgets, ResourceSampler, ResourcesActor, Shedder
@@ -91,6 +92,8 @@ class ProbeApp:
         self.metrics_server: MetricsServer | None = None
         self.health: HealthWriter | None = None
         self.shedder: Shedder | None = None
+        #: test hook for the scenario scripts (docs/configuration.md [faults]); None in production
+        self.sign_fault = SignFault(config.faults.sign_fail_file) if config.faults.sign_fail_file else None
 
     # --- building ---------------------------------------------------------------------
 
@@ -230,6 +233,7 @@ class ProbeApp:
             inbox=self.signer_window,
             downstream=self.buffer_window,
             metrics=self.metrics,
+            fault=self.sign_fault,
         )
 
     def _start_uplink(self, sup: pykka.ActorRef) -> pykka.ActorRef:

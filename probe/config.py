@@ -203,6 +203,15 @@ class LoggingSection:
 
 
 @attrs.frozen
+class FaultsSection:
+    sign_fail_file: str = setting(
+        "",
+        "test hook for scenarios/signature_failure.py: while this file exists and holds a number N, the signer fails "
+        "one event in N (dropped with reason signature, as any unsignable event); empty: off. Leave empty in production",
+    )
+
+
+@attrs.frozen
 class Config:
     probe: ProbeSection = ProbeSection()
     capture: CaptureSection = CaptureSection()
@@ -217,6 +226,7 @@ class Config:
     resources: ResourcesSection = ResourcesSection()
     supervisor: SupervisorSection = SupervisorSection()
     logging: LoggingSection = LoggingSection()
+    faults: FaultsSection = FaultsSection()
 
     @property
     def probe_id(self) -> str:
