@@ -76,7 +76,7 @@ class WorkerProcess:
             batch_packets=self.spec.get("batch_packets", 2048),
             on_error=self._source_error,
         )
-        self.capture = ref._actor  # counters are read from the dissector thread (copies only)
+        self.capture = ref._actor_weakref()  # pykka 4: the actor itself; counters are read from the dissector thread (copies only)
         return ref
 
     def _source_error(self, message: str) -> None:
