@@ -22,8 +22,9 @@ import attrs
 import pykka
 
 from actors.buffer import BufferActor
+from actors.console import ConsoleActor, ConsoleSettings, EventTap
 from actors.credit import Window
-from actors.messages import Halt, Shed
+from actors.messages import Halt, ResumeTransmission, Shed
 from actors.metrics import Metrics
 from actors.sequencer import Sequencer
 from actors.signer import SignerActor
@@ -31,8 +32,10 @@ from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks,
 from actors.uplink import TransmissionGate, UplinkActor, UplinkSettings
 from actors.worker import DissectionWorker, SourceTracker
 from probe.config import Config
+from probe.control import ProbeControl
 from probe.core.embedded import EmbeddedCore
 from probe.identity import ProbeIdentity
+from protocols.errors import IdentityError
 from storage.accounting import Accounts
 from storage.buffer import TieredBuffer
 from storage.memtier import MemoryTier
@@ -79,6 +82,9 @@ class ProbeApp:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.sources: list[str] = []
+        self.capture_paused = False  # set by the console's pause; a restarted worker starts paused
+        self.operator_stop: str | None = None  # set by the console's shutdown: drain, then stop
+        self.event_tap = EventTap()  # the console's live tail taps the signer's output
 
     # --- building ---------------------------------------------------------------------
 
@@ -100,10 +106,12 @@ class ProbeApp:
         self.buffer_window = Window(cfg.capture.window_batches)
         self.workers = self._worker_specs()
         self.tracker = SourceTracker(len(self.workers))
+        self.control = ProbeControl(self)
         specs = [
             ChildSpec("buffer", self._start_buffer),
             ChildSpec("signer", self._start_signer),
             ChildSpec("uplink", self._start_uplink),
+            ChildSpec("console", self._start_console),
         ] + [ChildSpec(f"worker-{i}", self._worker_starter(i)) for i in range(len(self.workers))]
         s = cfg.supervisor
         self.supervisor = Supervisor.start(
@@ -144,6 +152,7 @@ class ProbeApp:
         def spec() -> dict[str, Any]:
             out = dict(self.workers[index])
             out["resume_ordinal"] = self.sequencer.ordinal(out["source"])
+            out["paused"] = self.capture_paused
             return out
 
         def start(sup: pykka.ActorRef) -> pykka.ActorRef:
@@ -171,7 +180,21 @@ class ProbeApp:
             inbox=self.signer_window,
             downstream=self.buffer_window,
             metrics=self.metrics,
+            tap=self.event_tap.publish,
         )
+
+    def _start_console(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        c = self.config.console
+        settings = ConsoleSettings(
+            path=self.config.console_socket,
+            group=c.group,
+            allow_users=tuple(c.allow_users),
+            max_clients=c.max_clients,
+            max_line=c.max_line_bytes,
+            client_buffer=c.client_buffer_bytes,
+            tail_rate=float(c.tail_events_per_second),
+        )
+        return ConsoleActor.start(sup, settings=settings, backend=self.control, tap=self.event_tap, metrics=self.metrics)
 
     def _start_uplink(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         u = self.config.uplink
@@ -211,6 +234,25 @@ class ProbeApp:
         self.fatal_message = message
         self.stop_requested.set()
 
+    def reload_identity(self) -> dict[str, Any]:
+        """Operator's reload: re-read and re-check the key; transmit again if good, halt if not.
+
+        A thin wrapper until the identity work (certificates) owns it: the same call is
+        what the console's reload-identity runs.
+        """
+        was_halted = self.gate.halted
+        try:
+            self.identity.reload()
+        except IdentityError as exc:
+            log.error("identity reload failed: %s", exc, extra={"component": "identity", "event": "reload_failed", "reason": exc.reason})
+            self._halt(f"reload: {exc}")
+            return {"ok": False, "error": str(exc), "reason": exc.reason, "halted": True}
+        log.info("identity reloaded", extra={"component": "identity", "event": "reloaded"})
+        if was_halted:
+            self.gate.resume()
+            self.directory.tell("uplink", ResumeTransmission(), wait=5)  # reconnects now
+        return {"ok": True, "resumed": was_halted, "halted": False}
+
     # --- running ----------------------------------------------------------------------
 
     def pipeline_idle(self) -> bool:
@@ -227,7 +269,7 @@ class ProbeApp:
                 return "stopped"
             if self.pipeline_idle():
                 if self.buffer.pending == 0:
-                    return "complete"
+                    return "stopped" if self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
                 drain_started = drain_started or time.monotonic()
