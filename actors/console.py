@@ -318,7 +318,7 @@ class ConsoleSettings:
     max_clients: int = 128
     max_line: int = 65536
     client_buffer: int = 1 << 20
-    tail_rate: float = 5000.0
+    tail_rate: float = 2000.0
 
 
 class _Tail:
@@ -399,6 +399,7 @@ class ConsoleServer:
         self._next_tick = 0.0
         self.cpu_seconds = 0.0
         self._builtin = self._builtins()
+        self._dirty: set[_Client] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -720,7 +721,9 @@ class ConsoleServer:
             return False
         was_empty = not client.outbuf
         client.outbuf += data
-        if was_empty:
+        if stream:
+            self._dirty.add(client)  # flushed once after the whole fan-out, not per event
+        elif was_empty:
             self._flush(client)
         return not client.closed
 
@@ -811,6 +814,10 @@ class ConsoleServer:
                     tail.dropped += len(batch.records) if tail.kinds is None else sum(batch.kinds.get(k, 0) for k in tail.kinds)  # type: ignore[union-attr]
             if room and (any(c.tail.kinds is None for c in room) or set().union(*(c.tail.kinds for c in room)).intersection(batch.kinds)):  # type: ignore[union-attr]
                 self._fan_out_batch(batch, room)
+        dirty, self._dirty = self._dirty, set()
+        for c in dirty:
+            if not c.closed:
+                self._flush(c)
 
     def _fan_out_batch(self, batch: SignedEvents, room: list[_Client]) -> None:
         for _, record in batch.records:

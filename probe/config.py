@@ -157,7 +157,7 @@ class ConsoleSection:
     max_clients: int = setting(128, "console connections at once; more are refused with a busy error", check=positive)
     max_line_bytes: int = setting(65536, "longest request line; a longer one is answered with an error and discarded", check=positive)
     client_buffer_bytes: int = setting(1 << 20, "output buffered per client; a client that lets more pile up is disconnected", check=positive)
-    tail_events_per_second: int = setting(5000, "events a second the live tail decodes at most; the rest are counted as dropped", check=positive)
+    tail_events_per_second: int = setting(2000, "events a second the live tail decodes at most; the rest are counted as dropped", check=positive)
 
 
 @attrs.frozen
