@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Iterable, Protocol
 
 import attrs
+import pykka
 
 from actors.base import SupervisedActor, handles
 from actors.messages import SignedEvents
@@ -935,7 +936,7 @@ class ConsoleActor(SupervisedActor):
     def _tell(self, message: Any) -> None:
         try:
             self.actor_ref.tell(message)
-        except Exception:  # the actor stopped meanwhile: nothing left to tell
+        except pykka.ActorDeadError:  # the actor stopped meanwhile: nothing left to tell
             return
 
     def _failed(self, error: BaseException) -> None:
