@@ -43,8 +43,8 @@ from storage.spool import Spool
 
 log = logging.getLogger("probe.app")
 
-#: settings whose change alters the events a capture yields (part of a replay's identity)
-_EVENT_SHAPING = ("dissect", "capture.batch_packets")
+#: capture-file counters that are totals, not reasons for skipping
+_CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
 
 
 def file_source_id(path: str, config: Config) -> str:
@@ -315,7 +315,8 @@ class ProbeApp:
             "probe_id": self.identity.probe_id,
             "boot_id": self.identity.boot_id,
             "packets": packets,
-            "flows": counters.get("flows", kinds.get("conn", 0)),
+            "flows": counters.get("flows", 0),
+            "conversations": counters.get("conversations", 0),
             "events_by_kind": kinds,
             "events_created": run.created,
             "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
@@ -324,7 +325,7 @@ class ProbeApp:
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:"))},
+            "skipped": {k: v for k, v in sorted(counters.items()) if v and k.startswith(("skip:", "weird:", "capfile:")) and k not in _CAPFILE_TOTALS},
             "source_errors": errors,
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),

@@ -103,7 +103,7 @@ class CaptureSection:
 
 @attrs.frozen
 class DissectSection:
-    max_flows: int = setting(200_000, "flows tracked at once; beyond it the oldest idle flow is evicted (counted)", check=positive)
+    max_flows: int = setting(100_000, "flows tracked at once (about 2.4 KB each); beyond it the least recently active are evicted (counted)", check=positive)
     tcp_idle_timeout: float = setting(300.0, "seconds of silence after which a TCP flow ends", check=positive)
     udp_idle_timeout: float = setting(60.0, "seconds of silence after which a UDP flow ends", check=positive)
     icmp_idle_timeout: float = setting(60.0, "seconds of silence after which an ICMP flow ends", check=positive)
@@ -113,6 +113,12 @@ class DissectSection:
     reassembly_total_bytes: int = setting(64 << 20, "out-of-order bytes held over all flows", check=positive)
     local_nets: list[str] = setting([], "CIDR prefixes that count as local for conn's local_orig/local_resp")
     weirds_per_second: int = setting(100, "weird events per second before they are only counted", check=non_negative)
+    tcp_attempt_timeout: float = setting(5.0, "seconds an unanswered SYN keeps its flow open (Zeek's tcp_attempt_delay)", check=positive)
+    verify_ip_checksum: bool = setting(True, "drop IPv4 packets with a bad header checksum (weird bad_IP_checksum), as Zeek does")
+    verify_transport_checksums: bool = setting(False, "check TCP/UDP/ICMP checksums (Zeek parity; costs ~4 us a packet, wrong under checksum offload)")
+    fragment_timeout: float = setting(30.0, "seconds IP fragments wait for the rest of their datagram", check=positive)
+    fragment_bytes: int = setting(4 << 20, "bytes of IP fragments held for reassembly at most", check=positive)
+    flip_by_server_port: bool = setting(True, "for flows first seen mid-way, make the well-known-port side the responder (Zeek's likely_server_ports)")
 
 
 @attrs.frozen

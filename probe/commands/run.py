@@ -19,7 +19,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"probe {s['probe_id']}: {s['outcome']}",
         f"  capture       {s['capture']}",
         f"  packets       {s['packets']} in {s['seconds']:.2f} s ({s['packets_per_second']:.0f} packets/s)",
-        f"  flows         {s['flows']}",
+        f"  flows         {s['flows']} conn records in {s['conversations']} conversations (ICMP counted per address pair)",
         f"  events        {s['events_created']} created ({kinds})",
     ]
     if s["events_already_stored"]:
