@@ -8,11 +8,13 @@ schema (``python -m probe config-docs``) and a test keeps the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -123,9 +125,11 @@ class DissectSection:
 
 @attrs.frozen
 class IdentitySection:
-    key: str = setting("", "Ed25519 signing key file; empty means DATA_DIR/identity/probe.key, created on first run")
-    cert: str | None = setting(None, "the probe's X.509 certificate issued by the Core's CA")
-    ca: str | None = setting(None, "CA certificate that issued the probe's and the Core's certificates")
+    key: str = setting("", "Ed25519 signing key file (mode 0600); empty means DATA_DIR/identity/probe.key, created on first run when no cert is set")
+    cert: str | None = setting(None, "the probe's X.509 certificate issued by the Core's CA (python -m probe pki issue)")
+    ca: str | None = setting(None, "CA certificate that issued the probe's certificate (and, unless core_ca is set, the Core's)")
+    core_ca: str | None = setting(None, "CA certificate to verify the Core's TLS certificate with; default: ca")
+    crl: str | None = setting(None, "revocation list the embedded Core checks probe certificates against (reloaded when it changes)")
 
 
 @attrs.frozen
@@ -328,6 +332,42 @@ def _check_across(config: Config) -> None:
     url = config.uplink.core_url
     if url is not None and not (url.startswith("ws://") or url.startswith("wss://")):
         raise ConfigError("uplink.core_url", "must start with ws:// or wss://")
+    _check_identity(config)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (names are not resolved: only these count)."""
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_identity(config: Config) -> None:
+    ident = config.identity
+    if ident.cert and not ident.ca:
+        raise ConfigError("identity.ca", "needed to check identity.cert: the CA certificate that issued it")
+    if (ident.ca or ident.core_ca or ident.crl) and not ident.cert:
+        key = "identity.ca" if ident.ca else ("identity.core_ca" if ident.core_ca else "identity.crl")
+        raise ConfigError(key, "only means something with identity.cert (the probe's certificate)")
+    url = config.uplink.core_url
+    if url is None:
+        return
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as exc:
+        raise ConfigError("uplink.core_url", f"not a URL: {exc}") from None
+    if url.startswith("ws://") and not is_loopback_host(host):
+        raise ConfigError(
+            "uplink.core_url",
+            f"plain ws:// is only allowed to a Core on loopback, not {host!r}: use wss:// with identity.cert, identity.key and identity.ca (mutual TLS)",
+        )
+    if url.startswith("wss://") and not ident.cert:
+        raise ConfigError("uplink.core_url", "wss:// needs identity.cert and identity.ca: the probe authenticates with its certificate (mutual TLS)")
 
 
 def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -267,9 +267,15 @@ def render_status(s: dict[str, Any]) -> str:
         f"          memory {mem['events']:,} of {mem['max_events']:,} events, {_bytes(mem['bytes'])} ({mem['utilization']:.1%})",
         f"uplink    {up['state']}  {up['core']}  connects {up['connects']}  failures {up['connection_failures']}"
         + ("  BACKPRESSURE" if up["backpressure"] else ""),
-        f"identity  {ident['state'].upper() if ident['state'] != 'ok' else 'ok'}  key {ident['key']}  public {ident['public_key'][:16]}..."
-        + (f"  ({ident['reason']})" if ident["reason"] else ""),
+        f"identity  {ident['state'].upper() if ident['state'] != 'ok' else 'ok'}  key {ident['key_path']}  public {ident['public_key'][:16]}..."
+        + (f"  ({ident['reason']}: {ident['message']})" if ident.get("reason") else ""),
     ]
+    cert = ident.get("certificate")
+    if cert:
+        lines.append(f"          certificate {cert['serial']} from {cert['issuer']}, valid until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(cert['not_after']))} UTC")
+    transmission = ident.get("transmission", {})
+    if transmission.get("halted"):
+        lines.append(f"          TRANSMISSION HALTED: {transmission.get('reason')}")
     for errors in cap["errors"]:
         lines.append(f"          source error: {errors}")
     alerts = s.get("alerts", [])
@@ -349,8 +355,11 @@ def render(command: str, result: dict[str, Any]) -> str:
         return f"dropped {result['dropped']:,} events from the memory tier ({result['memory_before']:,} -> {result['memory_after']:,}); {result['pending']:,} pending"
     if command == "reload-identity":
         if result["ok"]:
-            return "identity reloaded: key good" + ("; transmission resumed" if result.get("resumed") else "")
-        return f"identity reload FAILED: {result['error']}\ntransmission HALTED until a good key is reloaded"
+            return "identity reloaded: key and certificate good" + ("; transmission resumed" if result.get("resumed") else "")
+        halted = result.get("identity", {}).get("transmission", {}).get("halted")
+        return f"identity reload REFUSED ({result['reason']}): {result['message']}\nthe running identity is unchanged" + (
+            "; transmission stays HALTED" if halted else ""
+        )
     if command == "loglevel":
         return f"log level {result['level']}" + (f" (was {result['previous']})" if "previous" in result else "")
     if command == "shutdown":

@@ -148,17 +148,8 @@ class ProbeControl:
         }
 
     def _identity(self) -> dict[str, Any]:
-        app = self.app
-        gate = app.gate
-        return {
-            "state": "halted" if gate.halted else "ok",
-            "reason": gate.reason,
-            "halted_since": gate.since,
-            "probe_id": app.identity.probe_id,
-            "boot_id": app.identity.boot_id,
-            "key": app.identity.key_path,
-            "public_key": app.identity.public_key_hex,
-        }
+        """The identity's own status (state ok or failed, key, certificate) and the transmission gate."""
+        return self.app.identity_status()
 
     def _uplink(self) -> dict[str, Any]:
         metrics = self.app.metrics
@@ -246,6 +237,8 @@ class ProbeControl:
         out: list[dict[str, Any]] = []
         if app.gate.halted:
             out.append({"name": "identity_halted", "severity": "critical", "message": f"transmission halted: {app.gate.reason}", "since": app.gate.since})
+        elif app.identity.problem is not None:
+            out.append({"name": "identity_failed", "severity": "critical", "message": str(app.identity.problem)})
         if app.fatal_message:
             out.append({"name": "fatal", "severity": "critical", "message": app.fatal_message})
         for tier, info in self._buffer_tiers().items():
@@ -356,9 +349,14 @@ class ProbeControl:
         }
 
     def reload_identity(self, args: dict[str, Any]) -> dict[str, Any]:
-        result = self.app.reload_identity()
-        result["identity"] = self._identity()
-        return result
+        result = self.app.reload_identity()  # a refused reload changes nothing: the running identity stays
+        return {
+            "ok": result.ok,
+            "reason": result.reason,
+            "message": result.message,
+            "resumed": result.resumed,
+            "identity": self._identity(),
+        }
 
     def loglevel(self, args: dict[str, Any]) -> dict[str, Any]:
         root = logging.getLogger()

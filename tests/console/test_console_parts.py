@@ -137,8 +137,9 @@ def test_tables_align_numbers_right_and_text_left() -> None:
 
 def test_readable_output_of_results() -> None:
     assert render("pause", {"paused": True, "packets": 1234, "workers": [{"worker": 0, "packets": 1234}]}) == "capture paused at 1,234 packets"
-    failed = render("reload-identity", {"ok": False, "error": "signing key x is corrupt", "halted": True})
-    assert "FAILED" in failed and "HALTED" in failed
+    refused = render("reload-identity", {"ok": False, "reason": "key_corrupt", "message": "key x is corrupt", "resumed": False,
+                                         "identity": {"transmission": {"halted": True}}})
+    assert refused == "identity reload REFUSED (key_corrupt): key x is corrupt\nthe running identity is unchanged; transmission stays HALTED"
     flows = render("flows", {"open": 2, "workers": [{"worker": 0}], "flows": [
         {"orig_h": "10.0.0.1", "orig_p": 1, "resp_h": "10.0.0.2", "resp_p": 80, "proto": "tcp", "service": "http",
          "bytes": 5000, "orig_pkts": 3, "resp_pkts": 2, "duration": 1.25, "uid": "Cabc"}]})

@@ -155,8 +155,8 @@ def test_status_shows_actors_capture_buffer_uplink_identity_and_alerts(probe: Ru
     assert events["created"] == events["delivered"] + events["dropped_total"] + events["pending"]
     assert s["buffer"]["disk"]["quota_bytes"] == 1024 << 20 and s["buffer"]["memory"]["max_events"] == 100_000
     identity = s["identity"]
-    assert identity["state"] == "ok" and identity["key"] == str(probe.data / "identity" / "probe.key")
-    assert len(identity["public_key"]) == 64 and s["alerts"] == []
+    assert identity["state"] == "ok" and identity["key_path"] == str(probe.data / "identity" / "probe.key")
+    assert len(identity["public_key"]) == 64 and not identity["transmission"]["halted"] and s["alerts"] == []
     assert s["uptime"] > 0 and s["log_level"] == "info"
     assert set(s["rates"]) >= {"packets_per_second", "events_per_second", "drops_per_second"}
     assert s["console"]["clients"] >= 1
@@ -236,30 +236,34 @@ def test_loglevel_shows_and_sets_the_level_of_every_process(probe: RunningProbe,
     assert err.value.code == "bad_argument" and "debug, info, warning, error" in err.value.message
 
 
-def test_reload_identity_revalidates_the_key_and_halts_on_a_bad_one(probe: RunningProbe, client: ConsoleClient) -> None:
+def test_reload_identity_revalidates_the_key(probe: RunningProbe, client: ConsoleClient) -> None:
     key = probe.data / "identity" / "probe.key"
     good = key.read_bytes()
     ok = client.call("reload-identity")
-    assert ok["ok"] and not ok["resumed"] and ok["identity"]["state"] == "ok"
+    assert ok["ok"] and not ok["resumed"] and ok["identity"]["state"] == "ok" and ok["identity"]["reloads"] == 1
 
     key.write_text("probe-ed25519-key-v1\nnot-a-seed\n")
     try:
-        bad = client.call("reload-identity")
-        assert not bad["ok"] and bad["reason"] == "key_corrupt" and bad["identity"]["state"] == "halted"
-        assert [a["name"] for a in client.call("alerts")["alerts"]] == ["identity_halted"]
-        wait_for(lambda: client.call("status")["uplink"]["state"] == "halted")
-        time.sleep(0.5)  # acks for frames sent before the halt
+        refused = client.call("reload-identity")  # re-validated and refused: the running identity stays
+        assert not refused["ok"] and refused["reason"] == "key_corrupt" and "corrupt" in refused["message"]
+        assert refused["identity"]["state"] == "ok" and not refused["identity"]["transmission"]["halted"]
         before = client.call("status")["events"]
-        with capturing(client):  # capture and buffering go on; transmission does not
+        with capturing(client):  # the signer finds the bad key file: transmission halts, capture goes on
+            wait_for(lambda: client.call("status")["identity"]["transmission"]["halted"])
             wait_for(lambda: client.call("status")["events"]["created"] > before["created"] + 200)
-        time.sleep(0.5)
+        assert client.call("status")["uplink"]["state"] == "halted"
+        assert "identity_halted" in [a["name"] for a in client.call("alerts")["alerts"]]
+        time.sleep(0.5)  # acks for frames sent before the halt
         halted = client.call("status")["events"]
-        assert halted["delivered"] == before["delivered"] and halted["pending"] > before["pending"]
+        time.sleep(1.0)
+        assert client.call("status")["events"]["delivered"] == halted["delivered"]  # halt means halt
+        assert halted["pending"] > 0
     finally:
         key.write_bytes(good)
         os.chmod(key, 0o600)
     again = client.call("reload-identity")
     assert again["ok"] and again["resumed"] and again["identity"]["state"] == "ok"
+    assert not again["identity"]["transmission"]["halted"]
     wait_for(lambda: (e := client.call("status")["events"])["pending"] == 0 and e["delivered"] == e["created"])
     assert client.call("alerts") == {"alerts": []}
 
