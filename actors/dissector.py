@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
@@ -11,6 +12,8 @@ from actors.base import SupervisedActor, handles
 from actors.credit import Window
 from actors.messages import FrameBatch, Tick
 from actors.outbox import Outbox
+
+log = logging.getLogger("probe.dissector")
 
 #: seconds between counter reports to the delivery process
 STATS_PERIOD = 1.0
@@ -43,6 +46,13 @@ class FlushFlows:
     request_id: int
     idle: float
     now: float | None = None
+
+
+@attrs.frozen(slots=True)
+class EvictFlows:
+    """Resource pressure: end the oldest idle ``fraction`` of the open flows now."""
+
+    fraction: float
 
 
 class DissectorActor(SupervisedActor):
@@ -116,3 +126,19 @@ class DissectorActor(SupervisedActor):
             request.request_id,
             {"open_before": before, "open_after": self.engine.active_flows, "events": len(events), "clock": self.engine.clock},
         )
+
+    @handles(EvictFlows)
+    def on_evict(self, evict: EvictFlows) -> None:
+        """End the least recently active flows (their conn events go out as usual)."""
+        method = getattr(self.engine, "evict_oldest", None)
+        if method is None:
+            log.warning(
+                "asked to evict idle flows, but the flow engine has no evict_oldest(count); flows are kept",
+                extra={"component": "dissector", "event": "evict_unsupported"},
+            )
+            return
+        count = int(self.engine.active_flows * evict.fraction)
+        events = method(count) if count else []
+        if events:
+            self.outbox.emit(events)
+        log.warning("evicted %d idle flows to shed memory", count, extra={"component": "dissector", "event": "flows_evicted", "count": count})

@@ -170,9 +170,13 @@ class ConsoleSection:
     tail_events_per_second: int = setting(2000, "events a second the live tail decodes at most; the rest are counted as dropped", check=positive)
 
 
+def port_number(value: Any) -> str | None:
+    return None if value is None or 0 <= value <= 65535 else "must be a port number (0 picks a free one)"
+
+
 @attrs.frozen
 class MetricsSection:
-    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics", flag="--metrics-port")
+    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port, written to health.json)", flag="--metrics-port", check=port_number)
 
 
 @attrs.frozen
@@ -183,12 +187,18 @@ class AlertsSection:
     drops_per_second: float = setting(100.0, "alert when events are dropped faster than this", check=non_negative)
     signature_failures_per_min: float = setting(10.0, "alert when signing fails more often than this per minute", check=non_negative)
     resource_utilization: float = setting(0.9, "alert when any resource is used beyond this fraction of its budget", check=fraction)
+    connection_failures_window: float = setting(60.0, "seconds of the sliding window connection failures are counted over", check=positive)
+    drops_window: float = setting(10.0, "seconds of the sliding window dropped events are counted over", check=positive)
+    signature_failures_window: float = setting(60.0, "seconds of the sliding window signature failures are counted over", check=positive)
+    evaluate_interval: float = setting(1.0, "seconds between alert evaluations (and rewrites of DATA_DIR/health.json)", check=positive)
 
 
 @attrs.frozen
 class ResourcesSection:
-    memory_mb: int = setting(1024, "resident memory budget of the delivery process in megabytes", check=positive)
-    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing", check=non_negative)
+    memory_mb: int = setting(1024, "resident memory budget in megabytes: anonymous resident memory of the delivery process and its dissection processes together", check=positive)
+    shed_at: float = setting(0.85, "fraction of the memory budget at which load is shed, so that use stays under the budget", check=fraction)
+    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing (new events go to the memory tier)", check=non_negative)
+    cpu_cores: float = setting(0.0, "CPU budget in cores for the alert on CPU use; 0 means every core of the machine", check=non_negative)
     check_interval: float = setting(1.0, "seconds between resource checks", check=positive)
 
 

@@ -240,6 +240,10 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
@@ -258,7 +262,7 @@ def render_status(s: dict[str, Any]) -> str:
     dropped = ", ".join(f"{k} {v:,}" for k, v in ev["dropped"].items()) or "0"
     disk, mem = buf["disk"], buf["memory"]
     lines = [
-        f"probe {s['probe_id']}  pid {s['pid']}  {s['state'].upper()}  up {_duration(s['uptime'])}  log {s['log_level']}",
+        f"probe {s['probe_id']}  pid {s['pid']}  {s['state'].upper()}  health {s.get('health', '-')}  up {_duration(s['uptime'])}  log {s['log_level']}",
         f"capture   {cap.get('kind')} {source}  workers {cap['workers']}{'  PAUSED' if cap['paused'] else ''}{'  done' if cap['done'] else ''}",
         f"          packets {cap['packets']:,} ({rates['packets_per_second']:,.0f}/s)  flows {cap['flows']:,}",
         f"events    created {ev['created']:,} ({rates['events_per_second']:,.0f}/s)  delivered {ev['delivered']:,}  dropped {dropped}  pending {ev['pending']:,}",
@@ -281,7 +285,7 @@ def render_status(s: dict[str, Any]) -> str:
     alerts = s.get("alerts", [])
     lines.append("alerts    " + ("none" if not alerts else f"{len(alerts)} active"))
     for alert in alerts:
-        lines.append(f"          {alert['severity'].upper():8s} {alert['name']}: {alert['message']}")
+        lines.append(f"          {alert['severity'].upper():8s} {alert['key']}: {alert['message']}")
     lines.append("")
     lines.append(table(["ACTOR", "STATE", "ALIVE", "QUEUED", "RESTARTS"], [[a["name"], a["state"], a["alive"], a["queued"], a["restarts"]] for a in s["actors"]]))
     console = s.get("console")
@@ -327,13 +331,18 @@ def render(command: str, result: dict[str, Any]) -> str:
                 out.append(f"      {p['name']}: {p['type']}{choices}: {p['help']}{default}")
         return "\n".join(out)
     if command == "metrics":
+        if "text" in result:
+            return result["text"].rstrip("\n")
         metrics = result["metrics"]
         return table(["METRIC", "VALUE"], [[k, v] for k, v in metrics.items()]) if metrics else "no metrics match"
     if command == "alerts":
         alerts = result["alerts"]
-        if not alerts:
-            return "no active alerts"
-        return table(["SEVERITY", "ALERT", "MESSAGE"], [[a["severity"], a["name"], a["message"]] for a in alerts])
+        out = [table(["SEVERITY", "ALERT", "MESSAGE"], [[a["severity"], a["key"], a["message"]] for a in alerts]) if alerts else "no active alerts"]
+        history = result.get("history", [])
+        if history:
+            out += ["", "recent transitions:"]
+            out += [f"  {_clock(a['at'])}  {a['state']:<8} {a['key']}: {a['message']}" for a in history]
+        return "\n".join(out)
     if command == "flows":
         rows = [
             [f"{f['orig_h']}:{f['orig_p']}", f"{f['resp_h']}:{f['resp_p']}", f["proto"], f["service"], f["bytes"], f["orig_pkts"] + f["resp_pkts"], round(f["duration"], 1), f["uid"]]

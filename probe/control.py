@@ -46,8 +46,16 @@ class ProbeControl:
             c.name: c
             for c in (
                 Command("status", "actors and their state, uptime, capture, rates, buffer tiers, identity, alerts", self.status),
-                Command("metrics", "every counter and gauge", self.metrics, (Param("match", "str", "", "show only metrics whose name contains this"),)),
-                Command("alerts", "the alerts active now", self.alerts),
+                Command(
+                    "metrics",
+                    "every counter and gauge",
+                    self.metrics,
+                    (
+                        Param("match", "str", "", "show only metrics whose name contains this"),
+                        Param("format", "str", "table", "table (a JSON object) or prometheus (the exposition text)", choices=("table", "prometheus")),
+                    ),
+                ),
+                Command("alerts", "the alerts raised now, and the latest transitions", self.alerts, (Param("history", "int", 10, "transitions to show", minimum=0, maximum=200),)),
                 Command("flows", "the open flows that carried the most bytes", self.flows, (Param("n", "int", 10, "how many", minimum=1, maximum=1000),)),
                 Command("pause", "stop capturing (a file replay stops reading; nothing is lost)", self.pause),
                 Command("resume", "capture again after pause", self.resume),
@@ -204,6 +212,7 @@ class ProbeControl:
             "probe_id": app.identity.probe_id,
             "pid": os.getpid(),
             "state": state,
+            "health": app.status(),
             "uptime": round(time.monotonic() - app.started_at, 3),
             "log_level": logging.getLevelName(logging.getLogger().level).lower(),
             "capture": {
@@ -226,38 +235,20 @@ class ProbeControl:
         }
 
     def metrics(self, args: dict[str, Any]) -> dict[str, Any]:
-        snapshot = self.app.metrics.snapshot()
         match = args["match"]
+        if args["format"] == "prometheus":
+            lines = self.app.metrics_text().splitlines()
+            return {"text": "".join(line + "\n" for line in lines if match in line)}
+        snapshot = self.app.metrics_snapshot()
         return {"metrics": {k: snapshot[k] for k in sorted(snapshot) if match in k}}
 
     def active_alerts(self) -> list[dict[str, Any]]:
-        """The conditions an operator must act on now (thresholds from [alerts])."""
-        app = self.app
-        limits = app.config.alerts
-        out: list[dict[str, Any]] = []
-        if app.gate.halted:
-            out.append({"name": "identity_halted", "severity": "critical", "message": f"transmission halted: {app.gate.reason}", "since": app.gate.since})
-        elif app.identity.problem is not None:
-            out.append({"name": "identity_failed", "severity": "critical", "message": str(app.identity.problem)})
-        if app.fatal_message:
-            out.append({"name": "fatal", "severity": "critical", "message": app.fatal_message})
-        for tier, info in self._buffer_tiers().items():
-            if info["utilization"] > limits.buffer_utilization:
-                out.append({"name": f"buffer_{tier}_full", "severity": "warning", "message": f"{tier} tier {info['utilization']:.0%} full (threshold {limits.buffer_utilization:.0%})"})
-        rates = self.rates()
-        if rates.get("connection_failures_per_minute", 0) > limits.connection_failures_per_min:
-            out.append({"name": "core_connection_failures", "severity": "warning", "message": f"{rates['connection_failures_per_minute']:g} Core connection failures a minute"})
-        if rates.get("drops_per_second", 0) > limits.drops_per_second:
-            out.append({"name": "events_dropped", "severity": "warning", "message": f"{rates['drops_per_second']:g} events dropped a second"})
-        if rates.get("signature_failures_per_minute", 0) > limits.signature_failures_per_min:
-            out.append({"name": "signature_failures", "severity": "warning", "message": f"{rates['signature_failures_per_minute']:g} signature failures a minute"})
-        for index, error in enumerate(app.tracker.errors):
-            if error:
-                out.append({"name": "source_error", "severity": "warning", "message": f"worker {index}: {error}"})
-        return out
+        """The alerts raised now (the alerts actor evaluates the [alerts] thresholds)."""
+        return self.app.alerts.active()
 
     def alerts(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"alerts": self.active_alerts()}
+        board = self.app.alerts.snapshot()
+        return {"alerts": board["active"], "history": board["history"][-args["history"]:] if args["history"] else []}
 
     # --- the dissection processes --------------------------------------------------------
 

@@ -23,7 +23,7 @@ import pykka
 
 from actors.capture import FileCaptureActor, PauseCapture, ResumeCapture, StopCapture
 from actors.credit import Window
-from actors.dissector import DissectorActor, FlushFlows, ReportCounters, TopFlows
+from actors.dissector import DissectorActor, EvictFlows, FlushFlows, ReportCounters, TopFlows
 from actors.outbox import Outbox
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
@@ -116,6 +116,10 @@ class WorkerProcess:
                 logging.getLogger().setLevel(level)
             self.outbox.reply(request_id, {"level": logging.getLevelName(logging.getLogger().level).lower()})
 
+    def evict_flows(self, fraction: float) -> None:
+        """Resource pressure in the delivery process: end the oldest idle flows."""
+        self.directory.tell("dissector", EvictFlows(fraction), wait=0)
+
     def _fatal(self, message: str) -> None:
         self.error = message
         self.exit_code = 1
@@ -151,6 +155,8 @@ def _control_loop(process: WorkerProcess) -> None:
             continue
         if command.get("t") == "stop":
             process.stop_capture()
+        elif command.get("t") == "shed":
+            process.evict_flows(float(command.get("fraction", 0.25)))
         elif command.get("t") == "kill":
             process.finished.set()
             return

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -109,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     if outcome == "fatal":
+        print(f"probe: fatal: {summary['fatal']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary["pending"] == 0 else EXIT_PENDING
 

@@ -156,7 +156,7 @@ def test_pause_stops_the_packet_count_and_resume_restarts_it(client: ConsoleClie
 def test_status_shows_actors_capture_buffer_uplink_identity_and_alerts(probe: RunningProbe, long_capture: Path, client: ConsoleClient) -> None:
     s = client.call("status")
     actors = {a["name"]: a for a in s["actors"]}
-    assert set(actors) == {"supervisor", "buffer", "signer", "uplink", "console", "worker-0"}
+    assert set(actors) == {"supervisor", "buffer", "signer", "uplink", "console", "resources", "alerts", "worker-0"}
     assert all(a["alive"] for a in actors.values()) and all(a["restarts"] == 0 for a in actors.values())
     assert actors["uplink"]["state"] == s["uplink"]["state"] == "connected"
     assert s["capture"]["path"] == str(long_capture) and s["capture"]["workers"] == 1
@@ -167,7 +167,8 @@ def test_status_shows_actors_capture_buffer_uplink_identity_and_alerts(probe: Ru
     assert s["buffer"]["disk"]["quota_bytes"] == 1024 << 20 and s["buffer"]["memory"]["max_events"] == 100_000
     identity = s["identity"]
     assert identity["state"] == "ok" and identity["key_path"] == str(probe.data / "identity" / "probe.key")
-    assert len(identity["public_key"]) == 64 and not identity["transmission"]["halted"] and s["alerts"] == []
+    assert len(identity["public_key"]) == 64 and not identity["transmission"]["halted"]
+    assert s["alerts"] == [] and s["health"] == "ok"
     assert s["uptime"] > 0 and s["log_level"] == "info"
     assert set(s["rates"]) >= {"packets_per_second", "events_per_second", "drops_per_second"}
     assert s["console"]["clients"] >= 1
@@ -179,7 +180,10 @@ def test_metrics_and_alerts(client: ConsoleClient) -> None:
     some = client.call("metrics", match="events_created")["metrics"]
     assert some and all("events_created" in k for k in some)
     assert sum(some.values()) == client.call("status")["events"]["created"]
-    assert client.call("alerts") == {"alerts": []}
+    text = client.call("metrics", format="prometheus", match="events_signed")["text"]
+    samples = [line.split() for line in text.splitlines() if not line.startswith("#")]
+    assert samples and samples[0][0] == "events_signed_total" and float(samples[0][1]) == every["events_signed_total"]
+    assert client.call("alerts", history=0) == {"alerts": [], "history": []}
 
 
 def test_flows_lists_the_open_flows_that_carried_most_bytes(client: ConsoleClient) -> None:
@@ -264,7 +268,8 @@ def test_reload_identity_revalidates_the_key(probe: RunningProbe, client: Consol
             wait_for(lambda: client.call("status")["identity"]["transmission"]["halted"])
             wait_for(lambda: client.call("status")["events"]["created"] > before["created"] + 200)
         assert client.call("status")["uplink"]["state"] == "halted"
-        assert "identity_halted" in [a["name"] for a in client.call("alerts")["alerts"]]
+        wait_for(lambda: "identity" in [a["name"] for a in client.call("alerts")["alerts"]])
+        assert client.call("status")["health"] == "halted"
         time.sleep(0.5)  # acks for frames sent before the halt
         halted = client.call("status")["events"]
         time.sleep(1.0)
@@ -277,7 +282,9 @@ def test_reload_identity_revalidates_the_key(probe: RunningProbe, client: Consol
     assert again["ok"] and again["resumed"] and again["identity"]["state"] == "ok"
     assert not again["identity"]["transmission"]["halted"]
     wait_for(lambda: (e := client.call("status")["events"])["pending"] == 0 and e["delivered"] == e["created"])
-    assert client.call("alerts") == {"alerts": []}
+    wait_for(lambda: client.call("alerts")["alerts"] == [])
+    transitions = [(a["name"], a["state"]) for a in client.call("alerts")["history"]]
+    assert transitions[-2:] == [("identity", "raised"), ("identity", "cleared")]
 
 
 # --- bad input -------------------------------------------------------------------------------

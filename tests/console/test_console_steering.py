@@ -71,7 +71,7 @@ def test_shed_drops_the_older_half_of_the_memory_tier(client: ConsoleClient) -> 
     time.sleep(0.5)  # let the batches in flight reach the buffer
     status = client.call("status")
     assert status["buffer"]["disk"]["utilization"] > 0.8  # the spool is at its 1 MB quota (the next batch does not fit)
-    assert "buffer_disk_full" in [a["name"] for a in status["alerts"]]
+    wait_for(lambda: "buffer_utilization" in [a["name"] for a in client.call("alerts")["alerts"]])
     memory = status["buffer"]["memory"]["events"]
 
     shed = client.call("shed")
