@@ -182,7 +182,7 @@ def test_metrics_and_alerts(client: ConsoleClient) -> None:
     assert sum(some.values()) == client.call("status")["events"]["created"]
     text = client.call("metrics", format="prometheus", match="events_signed")["text"]
     samples = [line.split() for line in text.splitlines() if not line.startswith("#")]
-    assert samples and samples[0][0] == "events_signed_total" and float(samples[0][1]) == every["events_signed_total"]
+    assert samples and samples[0][0] == "probe_events_signed_total" and float(samples[0][1]) == every["events_signed_total"]
     assert client.call("alerts", history=0) == {"alerts": [], "history": []}
 
 
@@ -500,7 +500,7 @@ def test_cli_prints_tables_or_json_and_exits_by_outcome(probe: RunningProbe) -> 
 
 
 def test_cli_reads_commands_from_a_pipe_watches_and_tails(probe: RunningProbe, client: ConsoleClient) -> None:
-    piped = run_cli(probe, stdin="loglevel\n# a comment\nalerts\n")
+    piped = run_cli(probe, stdin="loglevel\n# a comment\nalerts history=0\n")
     assert piped.returncode == 0 and piped.stdout.splitlines() == ["log level info", "no active alerts"]
     watched = run_cli(probe, "watch", "interval=0.1", "count=3")
     assert watched.returncode == 0 and watched.stdout.count(f"pid {probe.proc.pid}  PAUSED") == 3
