@@ -130,15 +130,8 @@ class DissectorActor(SupervisedActor):
     @handles(EvictFlows)
     def on_evict(self, evict: EvictFlows) -> None:
         """End the least recently active flows (their conn events go out as usual)."""
-        method = getattr(self.engine, "evict_oldest", None)
-        if method is None:
-            log.warning(
-                "asked to evict idle flows, but the flow engine has no evict_oldest(count); flows are kept",
-                extra={"component": "dissector", "event": "evict_unsupported"},
-            )
-            return
         count = int(self.engine.active_flows * evict.fraction)
-        events = method(count) if count else []
+        events = self.engine.evict_oldest(count) if count else []
         if events:
             self.outbox.emit(events)
         log.warning("evicted %d idle flows to shed memory", count, extra={"component": "dissector", "event": "flows_evicted", "count": count})

@@ -268,6 +268,12 @@ class Supervisor(pykka.ThreadingActor):
         self._count_and_schedule(failure.name, strategy, failure.error)
 
     def _count_and_schedule(self, name: str, strategy: Strategy, error: BaseException | None = None) -> None:
+        if strategy is Strategy.HALT:
+            # a halt is a state the operator ends, not a crash loop: the child comes back at
+            # once, halted, and repeated identity refusals never escalate to an exit
+            self.metrics.inc("supervisor_restarts_total", child=name, strategy=strategy.value)
+            self._schedule_restart(name, 0.0)
+            return
         now = self.clock()
         times = self._restart_times[name]
         times.append(now)
@@ -276,9 +282,7 @@ class Supervisor(pykka.ThreadingActor):
         if len(times) > self.settings.max_restarts:
             self._escalate(name, now, error)
             return
-        delay = 0.0
-        if strategy is not Strategy.HALT:  # a halted child comes back at once, halted
-            delay = min(self.settings.backoff_max, self.settings.backoff_initial * (2 ** (len(times) - 1)))
+        delay = min(self.settings.backoff_max, self.settings.backoff_initial * (2 ** (len(times) - 1)))
         self.metrics.inc("supervisor_restarts_total", child=name, strategy=strategy.value)
         self._schedule_restart(name, delay)
 

@@ -452,6 +452,14 @@ class Dissector(FlowSink):
         self._fragments.expire(math.inf)
         return self._take_events()
 
+    def evict_oldest(self, count: int) -> list[Any]:
+        """Shed memory: end the ``count`` least recently active flows now (counted); return their events."""
+        for flow in heapq.nsmallest(max(0, count), self._live, key=_flow_last):
+            self.counters["flows_evicted"] += 1
+            self.counters["flows_shed"] = self.counters.get("flows_shed", 0) + 1
+            self._finish(flow, self._now if self._now > flow.last_ts else flow.last_ts)
+        return self._take_events()
+
     @property
     def active_flows(self) -> int:
         """Flows currently in the table."""

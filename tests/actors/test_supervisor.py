@@ -190,3 +190,17 @@ def test_the_fatal_message_names_the_child_and_its_last_failure(tree):
     message = events["fatal"][0]
     assert "child worker failed more than 3 times in 60 s" in message
     assert "last failure: link_down: link down" in message
+
+
+def test_repeated_identity_halts_never_escalate(tree):
+    """Halt means halt until an operator acts: refusals after each reload must not exit the probe."""
+    sup, directory, done, events, gate = tree
+    gate.set()
+    for _ in range(8):  # more than max_restarts=3 within the window
+        directory.tell("worker", Boom(IdentityError("refused again")), wait=5)
+        time.sleep(0.05)
+    assert wait_for(lambda: len(events["halt"]) == 8)
+    directory.tell("worker", Work(1), wait=5)
+    assert wait_for(lambda: done == [1])
+    assert not events["fatal"]
+    assert sup.ask("stats")["state"] == "running"
