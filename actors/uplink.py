@@ -14,6 +14,8 @@ import collections
 import inspect
 import logging
 import random
+import socket
+import struct
 import threading
 import time
 from typing import Any, Callable, Protocol
@@ -124,6 +126,22 @@ class Identity(Protocol):
 
     def record_failure(self, error: IdentityError) -> None:
         """Note an identity failure found outside the identity (the Core refused it)."""
+
+
+def bound_blocking_sends(sock: socket.socket, seconds: float) -> None:
+    """Make a send that neither the Core nor the network takes within ``seconds`` fail.
+
+    Without it, a cut link (or a Core that stopped reading) fills the socket buffer and
+    ``ws.send`` blocks the uplink actor for as long as TCP retransmits (about 15
+    minutes on Linux): the ack timeout, which runs in the same actor, never fires and
+    the probe looks connected while nothing moves (found by scenarios/core_partition.py).
+    SO_SNDTIMEO bounds each blocked send; TCP_USER_TIMEOUT makes the kernel drop a
+    connection whose sent data stays unacknowledged that long, which also wakes the
+    reader thread.
+    """
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(seconds * 1000)))
 
 
 def backoff_delay(attempt: int, settings: UplinkSettings, rng: Callable[[], float] = random.random) -> float:
@@ -270,6 +288,7 @@ class UplinkActor(SupervisedActor):
             **_CONNECT_EXTRA,
         )
         self.ws = ws
+        bound_blocking_sends(ws.socket, s.ack_timeout)
         challenge = self._expect(ws, wire.Challenge)
         key = self.identity.signing_key()
         public = bytes(key.verify_key)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -247,7 +246,10 @@ class Rig:
     def _sample_loop(self) -> None:
         while self._sampling.is_set():
             started = time.monotonic()
-            sample = self.sample()
+            try:
+                sample = self.sample()
+            except (OSError, ValueError, KeyError) as exc:  # a reading failed: the point says so, sampling goes on
+                sample = {"t": round(self.now(), 3), "state": "down", "error": f"{type(exc).__name__}: {exc}"}
             with self._lock:
                 self.samples.append(sample)
             time.sleep(max(0.0, self.interval - (time.monotonic() - started)))

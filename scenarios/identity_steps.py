@@ -43,16 +43,24 @@ class IdentityWatch:
         return self.rig.wait_for("transmission halted", self.halted, timeout, since=since)
 
     def hold_halted(self, seconds: float, reason: str, label: str) -> None:
-        """Stay halted ``seconds``; check what a halt promises, with figures."""
+        """Stay halted ``seconds``; check what a halt promises, with figures.
+
+        "Not one more event frame" is checked on both sides: the probe's count of events
+        sent does not move, and the Core never receives more than was sent before the
+        halt (frames already on the wire when it struck are still taken in by the Core).
+        """
         rig = self.rig
-        rig.sleep(0.5)  # frames already on the wire when the halt struck may still be acknowledged
-        received0, packets0, pending0, created0 = self.received(), self.metric("probe_packets_captured_total"), \
-            self.metric("probe_events_pending"), self._created()
+        sent0 = self.metric("probe_events_sent_total")
+        packets0, pending0, created0 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self._created()
         rig.sleep(seconds)
-        received1, packets1, pending1, created1 = self.received(), self.metric("probe_packets_captured_total"), \
-            self.metric("probe_events_pending"), self._created()
-        rig.expect(f"{label}: not one event reaches the Core while halted",
-                   received1 == received0, f"Core received {received0} -> {received1} over {seconds:g} s", received_before=received0, received_after=received1)
+        sent1 = self.metric("probe_events_sent_total")
+        received = self.received()
+        packets1, pending1, created1 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self._created()
+        rig.expect(f"{label}: not one event is sent while halted",
+                   sent0 is not None and sent1 == sent0, f"events sent {sent0} at the halt, {sent1} {seconds:g} s later", sent_at_halt=sent0, sent_after=sent1)
+        rig.expect(f"{label}: the Core received nothing sent after the halt",
+                   sent0 is not None and received <= sent0, f"Core received {received} records in all, {sent0} were sent before the halt",
+                   core_received=received)
         rig.expect(f"{label}: capture and dissection go on",
                    packets0 is not None and packets1 is not None and packets1 > packets0,
                    f"packets captured {packets0:.0f} -> {packets1:.0f}" if packets0 is not None and packets1 is not None else "probe not answering")
@@ -79,14 +87,14 @@ class IdentityWatch:
     def refused_reload(self, label: str, reason: str) -> None:
         """A reload with bad files is refused and changes nothing."""
         before = self.metric("probe_identity_reload_failures_total", reason=reason) or 0.0
-        received = self.received()
+        sent = self.metric("probe_events_sent_total")
         t = self.reload(label, kind="step")
         seconds = self.rig.wait_for(f"reload refused ({reason})",
                                     lambda: (self.metric("probe_identity_reload_failures_total", reason=reason) or 0.0) > before, 10, since=t)
         self.rig.sleep(0.5)
         self.rig.expect(f"{label}: the reload is refused with the reason ({reason}) and changes nothing",
-                        seconds is not None and self.halted() and self.received() == received,
-                        f"refused after {seconds} s; still halted: {self.halted()}; Core received {received} -> {self.received()}")
+                        seconds is not None and self.halted() and self.metric("probe_events_sent_total") == sent,
+                        f"refused after {seconds} s; still halted: {self.halted()}; events sent {sent} -> {self.metric('probe_events_sent_total')}")
 
     def wait_resumed(self, since: float, timeout: float) -> float | None:
         """Transmission resumed and the Core stores events again."""

@@ -49,9 +49,9 @@ def restore(backup: str, path: str) -> None:
 def run(rig: Rig) -> None:
     quick = rig.quick
     rate = 500 if quick else 800
-    warm, halted_for = (2.0, 2.0) if quick else (5.0, 10.0)
+    warm, halted_for = (1.0, 1.5) if quick else (5.0, 10.0)
     phases = 1 if quick else 2
-    args, transactions = rig.dns_replay(warm + phases * (halted_for + 6.0) + 6.0, rate, "key")
+    args, transactions = rig.dns_replay(warm + phases * (halted_for + 6.0) + (4.0 if quick else 6.0), rate, "key")
     key = rig.probe_key()
     backup = str(rig.work / "probe.key.backup")
     shutil.copyfile(key, backup)

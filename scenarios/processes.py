@@ -100,17 +100,20 @@ class CoreReader:
         self.db: Any = None
 
     def account(self, probe_id: str) -> ProbeAccount | None:
-        if self.db is None:
-            if not (self.store_dir / "data.mdb").exists():
-                return None
-            try:
-                self.env = self.env or lmdb.open(str(self.store_dir), readonly=True, max_dbs=4, subdir=True, lock=True)
+        try:
+            if self.db is None:
+                if not (self.store_dir / "data.mdb").exists():
+                    return None
+                self.env = self.env or lmdb.open(str(self.store_dir), readonly=True, max_dbs=4, subdir=True, lock=True, map_size=8 << 30)
                 self.db = self.env.open_db(b"probes", create=False)
-            except lmdb.NotFoundError:
-                return None  # the Core has not stored a probe's account yet
-        assert self.env is not None
-        with self.env.begin() as txn:
-            raw = txn.get(probe_id.encode(), db=self.db)
+            assert self.env is not None
+            with self.env.begin() as txn:
+                raw = txn.get(probe_id.encode(), db=self.db)
+        except lmdb.NotFoundError:
+            return None  # the Core has not stored a probe's account yet
+        except lmdb.MapResizedError:
+            self.close()  # the Core's map grew past ours: map it again at the next read
+            return None
         return ProbeAccount.from_bytes(raw) if raw else None
 
     def close(self) -> None:
@@ -306,6 +309,12 @@ class ProbeProcess:
     def health_check(self) -> tuple[int, str]:
         """``python -m probe health --data-dir D``: (exit code, its line)."""
         done = subprocess.run(probe_command("health", "--data-dir", str(self.data_dir)), cwd=REPO, capture_output=True, text=True, timeout=30)
+        return done.returncode, (done.stdout + done.stderr).strip()
+
+    def console(self, *words: str) -> tuple[int, str]:
+        """``python -m probe console --data-dir D WORDS``: (exit code, what it printed)."""
+        done = subprocess.run(probe_command("console", "--data-dir", str(self.data_dir), *words), cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
         return done.returncode, (done.stdout + done.stderr).strip()
 
     def metrics(self) -> Metrics | None:

@@ -26,9 +26,9 @@ EVERY = 20  # one event in EVERY fails while the fault is on
 def run(rig: Rig) -> None:
     quick = rig.quick
     rate = 600 if quick else 1000
-    warm, fault, window = (2.0, 3.0, 2.0) if quick else (5.0, 15.0, 20.0)
-    after = window + 3.0
-    args, transactions = rig.dns_replay(warm + fault + after + 3.0, rate, "sig")
+    warm, fault, window = (1.5, 3.0, 2.0) if quick else (5.0, 15.0, 20.0)
+    after = window + 1.5
+    args, transactions = rig.dns_replay(warm + fault + after + 2.0, rate, "sig")
     switch = rig.work / "sign-fail"
     key = rig.probe_key()
     core = rig.start_core(enroll_key=key)

@@ -61,15 +61,20 @@ def dns_transaction(i: int, tag: str, per_flow: int = 1) -> tuple[bytes, bytes]:
 
 
 def write_dns_pcap(path: Path, transactions: int, *, tag: str = "replay", per_flow: int = 1, rate: float = 1000.0,
-                   start: float = 1_700_000_000.0) -> Path:
-    """``transactions`` DNS transactions, ``rate`` per second of capture time, as a pcap file."""
+                   start: float = 1_700_000_000.0, phases: list[tuple[int, float]] | None = None) -> Path:
+    """DNS transactions as a pcap file: ``transactions`` at ``rate`` per second of capture time,
+    or, with ``phases``, each ``(count, rate)`` in turn (a flood is a phase with a huge rate)."""
     out = bytearray(PCAP_HEADER)
-    gap = 1.0 / rate
-    for i in range(transactions):
-        ts = start + i * gap
-        for n, frame in enumerate(dns_transaction(i, tag, per_flow)):
-            t = ts + n * gap / 4
-            sec = int(t)
-            out += struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)) + frame
+    i = 0
+    ts = start
+    for count, phase_rate in phases or [(transactions, rate)]:
+        gap = 1.0 / phase_rate
+        for _ in range(count):
+            for n, frame in enumerate(dns_transaction(i, tag, per_flow)):
+                t = ts + n * gap / 4
+                sec = int(t)
+                out += struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)) + frame
+            ts += gap
+            i += 1
     path.write_bytes(bytes(out))
     return path
