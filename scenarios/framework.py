@@ -309,6 +309,48 @@ class Rig:
         with self._lock:
             return dict(self.samples[-1]) if self.samples else {}
 
+    def stop_probe(self) -> dict[str, Any] | None:
+        """SIGTERM, as a service manager stops it: the probe flushes open flows and drains; its summary."""
+        assert self.probe is not None
+        self.mark("stop the probe (SIGTERM)")
+        summary = self.probe.stop()
+        code = self.probe.exit_codes[-1] if self.probe.exit_codes else None
+        self.expect("the probe stops cleanly when asked, with nothing left pending",
+                    code == 0 and summary is not None and summary["pending"] == 0,
+                    f"exit {code}, outcome {summary['outcome'] if summary else None}, pending {summary['pending'] if summary else None}")
+        return summary
+
+    def check_transactions(self, core: CoreProcess, tag: str, per_flow: int = 10, lost: int = 0) -> int:
+        """The DNS transactions at the Core are t0..tN-1 of the replay, each once, but for ``lost`` dropped ones.
+
+        The replay sends them in order, so what the probe saw up to its last one is a
+        prefix; each stored once is the exactly-once promise, missing ones must be
+        explained (``lost``: events the probe counted dropped).
+        """
+        from scenarios.traffic import query_name
+
+        dns = [e for e in core.export("dns")]
+        names = [e["query"] for e in dns if e["query"].endswith(f".{tag}.scenario.example")]
+        distinct = set(names)
+        highest = max((int(n.split(".", 1)[0][1:]) for n in distinct), default=-1)
+        missing = sum(1 for i in range(highest + 1) if query_name(i, tag) not in distinct)
+        self.expect("every DNS transaction seen is stored at the Core exactly once" + (" (but those dropped)" if lost else ""),
+                    len(names) == len(distinct) and missing <= lost,
+                    f"{len(names)} stored, {len(distinct)} distinct, transactions t0..t{highest}: {missing} missing"
+                    + (f" (up to {lost} dropped may be among them)" if lost else ""),
+                    stored=len(names), distinct=len(distinct), missing=missing)
+        return len(distinct)
+
+    def core_account(self, core: CoreProcess) -> dict[str, Any] | None:
+        """The probe's account from ``core stats --json`` (the Core's own count)."""
+        accounts = [a for a in core.stats() if a["probe_id"] == PROBE_ID]
+        return accounts[0] if accounts else None
+
+    def summary_figures(self, summary: dict[str, Any] | None, **more: Any) -> None:
+        acc = summary["accounting"] if summary else {}
+        self.figures.update({"created": acc.get("created"), "delivered": acc.get("delivered"), "dropped": acc.get("dropped"),
+                             "pending": acc.get("pending"), **more})
+
     # --- the Core's count -------------------------------------------------------------
 
     def check_accounting(self, summary: dict[str, Any] | None, core_account: dict[str, Any] | None, *,

@@ -107,11 +107,5 @@ class IdentityWatch:
         return self.rig.wait_for("the backlog is delivered", lambda: self.stored() >= created_before, timeout, since=since, kind="recovered")
 
 
-def summary_figures(rig: Rig, summary: dict[str, Any] | None, **more: Any) -> None:
-    acc = summary["accounting"] if summary else {}
-    rig.figures.update({"created": acc.get("created"), "delivered": acc.get("delivered"), "dropped": acc.get("dropped"),
-                        "pending": acc.get("pending"), **more})
-
-
 def notices(core: CoreProcess) -> list[tuple[Any, Any]]:
     return [(e.get("note"), e.get("state")) for e in core.export("notice")]

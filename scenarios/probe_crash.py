@@ -25,7 +25,7 @@ CLAIM = (
 
 
 def run(rig: Rig) -> None:
-    transactions = 6_000 if rig.quick else 30_000
+    transactions = 20_000 if rig.quick else 60_000
     per_flow = 10
     delivery_kills = 2 if rig.quick else 4
     worker_kills = 1 if rig.quick else 2

@@ -214,7 +214,7 @@ class CoreProcess:
         if done.returncode != 0:
             raise RuntimeError(f"core stats failed: {done.stderr.strip()}")
         out = json.loads(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "[]")
-        return out if isinstance(out, list) else out.get("accounts", [])
+        return out if isinstance(out, list) else out.get("probes", [])
 
     def export(self, kind: str | None = None) -> list[dict[str, Any]]:
         """``python -m probe core export``: every stored event as JSON."""
