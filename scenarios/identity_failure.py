@@ -127,7 +127,7 @@ def run(rig: Rig) -> None:
     install(renewed, cert)
     install(real_ca, ca_installed)
     rig.mark("runbook: renewed certificate (pki issue --key) and the right CA installed", "restore")
-    created = watch._created() or 0.0
+    created = watch.created() or 0.0
     waiting = watch.metric("probe_events_pending") or 0.0
     t = rig.mark("console: reload-identity", "restore")
     code, line = probe.console("reload-identity")

@@ -51,11 +51,11 @@ class IdentityWatch:
         """
         rig = self.rig
         sent0 = self.metric("probe_events_sent_total")
-        packets0, pending0, created0 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self._created()
+        packets0, pending0, created0 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self.created()
         rig.sleep(seconds)
         sent1 = self.metric("probe_events_sent_total")
         received = self.received()
-        packets1, pending1, created1 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self._created()
+        packets1, pending1, created1 = self.metric("probe_packets_captured_total"), self.metric("probe_events_pending"), self.created()
         rig.expect(f"{label}: not one event is sent while halted",
                    sent0 is not None and sent1 == sent0, f"events sent {sent0} at the halt, {sent1} {seconds:g} s later", sent_at_halt=sent0, sent_after=sent1)
         rig.expect(f"{label}: the Core received nothing sent after the halt",
@@ -74,7 +74,7 @@ class IdentityWatch:
         code, line = self.probe.health_check()
         rig.expect(f"{label}: probe health says halted (exit 1)", code == 1 and "halted" in line, line)
 
-    def _created(self) -> float | None:
+    def created(self) -> float | None:
         m = self.probe.metrics()
         return m.total("probe_events_created_total") if m is not None else None
 

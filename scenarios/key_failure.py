@@ -75,7 +75,7 @@ def run(rig: Rig) -> None:
     rig.expect_time("time to detect a corrupt key (next batch)", detect, 2.0)
     watch.hold_halted(halted_for, "key_corrupt", "corrupt key")
     watch.refused_reload("reload with the key still corrupt", "key_corrupt")
-    created = watch._created() or 0.0
+    created = watch.created() or 0.0
     waiting = watch.metric("probe_events_pending") or 0.0
     restore(backup, key)
     rig.mark("runbook: key restored from backup (install -m 0600, mv)", "restore")
