@@ -273,6 +273,8 @@ class Rig:
             s["buffer_disk"] = m.get("probe_buffer_utilization", tier="disk")
             s["buffer_memory"] = m.get("probe_buffer_utilization", tier="memory")
             s["memory_budget"] = m.get("probe_resource_utilization", resource="memory")
+            s["memory_mb_delivery"] = round(m.get("probe_resident_memory_bytes", process="delivery", kind="anon") / 2**20, 1)
+            s["memory_mb_dissection"] = round(m.get("probe_resident_memory_bytes", process="dissection", kind="anon") / 2**20, 1)
             s["packets"] = m.get("probe_packets_captured_total")
             s["signature_failures"] = m.get("probe_signature_failures_total")
             s["connection_failures"] = m.get("probe_uplink_connection_failures_total")
