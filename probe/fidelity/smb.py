@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.fidelity._common import (
-    flow_of, of_kind, pair_in_order, put, run_eve_checks, same, truth_flow, zeek_entries,
-    zeek_records,
-)
-from probe.fidelity.report import KindReport
+from probe.fidelity import eve, zeek_log
+from probe.fidelity.eve import put
+from probe.fidelity.flow_keys import event_key as flow_of
+from probe.fidelity.flow_keys import of_kind, pair_in_order
+from probe.fidelity.flow_keys import truth_key as truth_flow
+from probe.fidelity.report import KindReport, same
 
 ZEEK_CMD = {  # truth/tshark command names -> Zeek's
     "NEGOTIATE": "NEGOTIATE_PROTOCOL", "SESSION_SETUP": "SESSION_SETUP", "LOGOFF": "LOGOFF",
@@ -107,11 +108,7 @@ def _compare_cmds(truth_smb: list[dict], events: list[dict], capture: str) -> Ki
                 continue
             if not same(tv, ev):
                 bad.append(f"{field} truth {tv!r} ours {ev!r}")
-        if bad:
-            for b in bad:
-                report.miss(f"{where}: {b}")
-        else:
-            report.matched += 1
+        report.outcome(where, bad)
     for e in cmds:
         if id(e) not in used:
             report.miss(f"extra smb_cmd {e.get('command')} msg_id {e.get('message_id')} "
@@ -170,10 +167,7 @@ def _compare_file_actions(truth_smb: list[dict], events: list[dict], capture: st
         bad = [f"{f} truth {tv!r} ours {e.get(f)!r}"
                for f, tv in (("name", name), ("prev_name", prev), ("path", t.get("tree")))
                if (f != "prev_name" or action == "SMB::FILE_RENAME") and not same(tv, e.get(f))]
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
 
 
@@ -195,12 +189,12 @@ ZEEK_FILE_FIELDS = ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "action"
 
 
 def _zeek_files(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_files.log")
+    logs = zeek_log.records(expected, "smb_files")
     if not logs:
         return None
     report = KindReport(capture, "smb_files", "zeek")
     actions = set(ZEEK_DEFAULT_ACTIONS)
-    for entry in zeek_entries(expected):
+    for entry in zeek_log.zeek_tools(expected):
         if "SMB::logged_file_actions" in entry.get("redefined_options", []):
             actions |= ZEEK_REDEFINED_EXTRA
     ours = [e for e in of_kind(events, "smb_files") if e.get("action") in actions]
@@ -228,17 +222,14 @@ def _zeek_files(expected: dict, events: list[dict], capture: str) -> KindReport 
                 report.miss(f"{where}: no smb_files row{fuid}")
                 continue
             pool.remove(best)
-            for b in best_bad:
-                report.miss(f"{where}: {b}")
-            if not best_bad:
-                report.matched += 1
+            report.outcome(where, best_bad)
         for e in pool:
             report.miss(f"extra smb_files {e.get('action')} {e.get('name')} (not in Zeek's log)")
     return report
 
 
 def _zeek_mapping(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_mapping.log")
+    logs = zeek_log.records(expected, "smb_mapping")
     if not logs:
         return None
     report = KindReport(capture, "smb_mapping", "zeek")
@@ -254,15 +245,12 @@ def _zeek_mapping(expected: dict, events: list[dict], capture: str) -> KindRepor
             bad = [f"{f} zeek {r.get(f)!r} ours {e.get(f)!r}"
                    for f in ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "path", "service",
                              "native_file_system", "share_type") if not same(r.get(f), e.get(f))]
-            for b in bad:
-                report.miss(f"zeek mapping {r.get('path')}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(f"zeek mapping {r.get('path')}", bad)
     return report
 
 
 def _zeek_cmds(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_cmd.log")
+    logs = zeek_log.records(expected, "smb_cmd")
     if not logs:
         return None
     report = KindReport(capture, "smb_cmd", "zeek")
@@ -288,10 +276,7 @@ def _zeek_cmds(expected: dict, events: list[dict], capture: str) -> KindReport |
                 if ours_name != name:
                     bad.append(f"referenced_file.name zeek {name!r} ours {ours_name!r}")
             # tree, tree_service and username: Zeek's SMB2 scripts never fill them; we do.
-            for b in bad:
-                report.miss(f"{where}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(where, bad)
         for e in ours[len(records):]:
             report.miss(f"extra smb_cmd {e.get('command')} (not in Zeek's log)")
     return report
@@ -409,10 +394,8 @@ def eve_flow_records(events: list[dict]) -> list[dict]:
     return out
 
 
-SURICATA_IGNORED = frozenset({"smb.id", "pcap_cnt"})
-SURICATA_NOT_CARRIED = {
-    "community_id": "community id is not computed by the probe",
-}
+#: Suricata's own transaction numbering, never compared
+SURICATA_IGNORED = eve.BOOKKEEPING | {"smb.id"}
 
 
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
@@ -420,11 +403,9 @@ def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[Kin
     reports = [r for r in (_zeek_files(expected, events, capture),
                            _zeek_mapping(expected, events, capture),
                            _zeek_cmds(expected, events, capture)) if r is not None]
-    report = KindReport(capture, "smb_cmd", "suricata")
+    report = KindReport(capture, "smb_cmd", "suricata", found=len(of_kind(events, "smb_cmd")))
     records = eve_smb_records(events) + eve_flow_records(events)
-    report.found = len(of_kind(events, "smb_cmd"))
-    run_eve_checks(report, expected, records, {"smb", "flow"}, SURICATA_IGNORED,
-                   SURICATA_NOT_CARRIED)
+    eve.evaluate(report, expected, ("smb", "flow"), records, SURICATA_IGNORED)
     if report.expected:
         reports.append(report)
     return reports
