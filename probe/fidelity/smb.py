@@ -376,36 +376,17 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
     return out
 
 
-def eve_flow_records(events: list[dict]) -> list[dict]:
-    """Our conn events shaped as Suricata ``flow`` EVE records."""
-    closed = {"SF", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR"}
-    out = []
-    for c in of_kind(events, "conn"):
-        services = (c.get("service") or "").split(",")
-        r = {"event_type": "flow", "proto": (c.get("proto") or "").upper()}
-        if "smb" in services:
-            r["app_proto"] = "smb"
-        elif "dce_rpc" in services:
-            r["app_proto"] = "dcerpc"
-        state = "closed" if c.get("conn_state") in closed else "established"
-        put(r, "tcp.state", state)
-        put(r, "flow.state", state)
-        out.append(r)
-    return out
-
-
 #: Suricata's own transaction numbering, never compared
 SURICATA_IGNORED = eve.BOOKKEEPING | {"smb.id"}
 
 
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
-    """Zeek smb_* logs and Suricata smb/flow checks of one corpus capture vs our events."""
+    """Zeek smb_* logs and Suricata smb checks of one corpus capture vs our events (flow checks: conn)."""
     reports = [r for r in (_zeek_files(expected, events, capture),
                            _zeek_mapping(expected, events, capture),
                            _zeek_cmds(expected, events, capture)) if r is not None]
     report = KindReport(capture, "smb_cmd", "suricata", found=len(of_kind(events, "smb_cmd")))
-    records = eve_smb_records(events) + eve_flow_records(events)
-    eve.evaluate(report, expected, ("smb", "flow"), records, SURICATA_IGNORED)
+    eve.evaluate(report, expected, "smb", eve_smb_records(events), SURICATA_IGNORED)
     if report.expected:
         reports.append(report)
     return reports
