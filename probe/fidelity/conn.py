@@ -32,8 +32,6 @@ SURICATA_NOT_CARRIED = {
     "flow.reason": "how Suricata's flow table let the flow go (timeout, shutdown), not a property of the traffic",
 }
 
-_CLOSED_STATES = frozenset({"SF", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR"})
-
 
 def _conversation(proto: str, a_ip: str, a_port: int, b_ip: str, b_port: int) -> tuple[tuple, bool]:
     """The conversation key, and whether (a, b) is in the key's order."""
@@ -169,7 +167,10 @@ def eve_flow(conn: dict) -> dict:
             break
     if conn.get("vlans"):
         record["vlan"] = list(conn["vlans"])
-    state = "closed" if conn.get("conn_state") in _CLOSED_STATES else "established"
+    history = conn.get("history") or ""
+    # Suricata's TCP state is closed after a reset or a FIN each way
+    closed = "r" in history.lower() or ("F" in history and "f" in history)
+    state = "closed" if closed else "established"
     eve.put(record, "flow.state", state)
     eve.put(record, "flow.pkts_toserver", conn["orig_pkts"])
     eve.put(record, "flow.pkts_toclient", conn["resp_pkts"])
@@ -178,6 +179,10 @@ def eve_flow(conn: dict) -> dict:
     eve.put(record, "flow.age", int(conn["ts"] + (conn.get("duration") or 0.0)) - int(conn["ts"]))
     if conn.get("proto") == "tcp":
         eve.put(record, "tcp.state", state)
+        # the flags Zeek's history letters prove were seen (either direction)
+        for letters, flag in (("sh", "syn"), ("f", "fin"), ("r", "rst"), ("ha", "ack")):
+            if any(letter in history.lower() for letter in letters):
+                eve.put(record, f"tcp.{flag}", True)
     return record
 
 

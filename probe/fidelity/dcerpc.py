@@ -95,13 +95,33 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
 
 # -- corpus ---------------------------------------------------------------------------------
 
+#: Zeek's DCE_RPC::ignored_operations (base/protocols/dce-rpc/main.zeek): noisy calls it never logs
+ZEEK_IGNORED_OPERATIONS = {
+    "winreg": {"BaseRegCloseKey", "BaseRegGetVersion", "BaseRegOpenKey", "BaseRegQueryValue", "BaseRegDeleteKeyEx",
+               "OpenLocalMachine", "BaseRegEnumKey", "OpenClassesRoot"},
+    "spoolss": {"RpcSplOpenPrinter", "RpcClosePrinter"},
+    "wkssvc": {"NetrWkstaGetInfo"},
+}
+
+
+def zeek_logs_call(event: dict) -> bool:
+    """Whether Zeek's dce_rpc.log has a row for this call of ours.
+
+    Zeek writes a call when its response arrives (not a fault, not unanswered), only with
+    an endpoint and operation known (no bind seen: nothing), minus its ignored operations.
+    The probe logs every call; these are what it writes beyond Zeek.
+    """
+    endpoint, operation = event.get("endpoint"), event.get("operation")
+    return (event.get("rtt") is not None and not event.get("fault") and endpoint is not None
+            and operation is not None and operation not in ZEEK_IGNORED_OPERATIONS.get(endpoint, ()))
+
+
 def _zeek_log(expected: dict, events: list[dict], capture: str) -> KindReport | None:
     logs = zeek_log.records(expected, "dce_rpc")
     if not logs:
         return None
     report = KindReport(capture, "dce_rpc", "zeek")
-    # Zeek writes a call only when its response is seen; it has no fault or unanswered rows
-    ours = [e for e in of_kind(events, "dce_rpc") if e.get("rtt") is not None and not e.get("fault")]
+    ours = [e for e in of_kind(events, "dce_rpc") if zeek_logs_call(e)]
     for records in logs:
         report.expected += len(records)
         report.found += len(ours)

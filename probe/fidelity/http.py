@@ -162,7 +162,8 @@ def _arkime_misses(section: dict, flow: list[dict]) -> list[str]:
 
 
 def _compare_arkime(expected: dict, http: list[dict], capture: str) -> KindReport | None:
-    sessions = [s for s in arkime.sessions(expected, "http") if s["http"]]
+    # a TLS session's ``http.host`` is its SNI (compared by the ssl comparator), not HTTP
+    sessions = [s for s in arkime.sessions(expected, "http") if s["http"] and "http" in s.get("protocol", [])]
     if not sessions:
         return None
     report = KindReport(capture=capture, kind="http", source="arkime", found=len(http))

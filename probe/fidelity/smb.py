@@ -298,8 +298,43 @@ def _ntlm_version(text: str | None) -> str | None:
     return f"{parts[0]}.{parts[1]} build {parts[2]} rev {parts[3]}"
 
 
+def suricata_transactions(events: list[dict]) -> list[dict]:
+    """The smb_cmd events that stand for one of Suricata's SMB2 transactions (one EVE record each).
+
+    Suricata (rust/src/smb/smb2.rs) logs transactions, not commands: QUERY_INFO has none,
+    SET_INFO only for a rename or a delete disposition; on a named pipe carrying DCE/RPC the
+    WRITE (or IOCTL) opens the call's transaction and the READ that answers joins it, on
+    another pipe READ and WRITE have none; on a file all READs share one transaction, and
+    all WRITEs another, per file id.
+    """
+    rpc_fids = {(e["uid"], e.get("fid")) for e in of_kind(events, "dce_rpc") + of_kind(events, "dce_rpc_bind")
+                if e.get("fid")}
+    seen_files: set[tuple] = set()
+    out = []
+    for e in of_kind(events, "smb_cmd"):
+        cmd = e.get("command")
+        if e.get("version") == "SMB2":
+            if cmd == "QUERY_INFO":
+                continue
+            if cmd == "SET_INFO" and e.get("rename_to") is None and e.get("delete_pending") is None:
+                continue
+            if cmd in ("READ", "WRITE"):
+                if (e["uid"], e.get("fid")) in rpc_fids:
+                    if cmd == "READ":
+                        continue
+                elif e.get("tree_service") == "PIPE":
+                    continue  # a pipe without DCE/RPC: Suricata skips the data
+                else:
+                    key = (e["uid"], e.get("fid"), cmd)
+                    if key in seen_files:
+                        continue
+                    seen_files.add(key)
+        out.append(e)
+    return out
+
+
 def eve_smb_records(events: list[dict]) -> list[dict]:
-    """Our smb_cmd events shaped as Suricata ``smb`` EVE records (for its checks)."""
+    """Our SMB transactions shaped as Suricata ``smb`` EVE records (for its checks)."""
     dialect_by_uid: dict[str, int] = {}
     for e in of_kind(events, "smb_cmd"):
         if e.get("dialect") is not None:
@@ -314,7 +349,7 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
     new_trees = {(e["uid"], round(e["ts"], 6)): e.get("tree_id") for e in of_kind(events, "smb_mapping")}
     disposed = {(e["uid"], e.get("fid")) for e in of_kind(events, "smb_cmd") if e.get("delete_pending")}
     out = []
-    for e in of_kind(events, "smb_cmd"):
+    for e in suricata_transactions(events):
         r: dict = {"event_type": "smb"}
         put(r, "src_ip", e.get("id.orig_h"))
         put(r, "src_port", e.get("id.orig_p"))

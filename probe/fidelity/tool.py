@@ -35,6 +35,13 @@ ZEEK_LOCAL_NETS = (
     "fc00::/7",
 )
 
+#: options the corpus manifest missed because the btest command line joins them to ``-r``
+#: (``zeek -Cr TRACE``, ``zeek -br TRACE``), by the baseline's btest script
+ZEEK_FLAGS_MISSED = {
+    "testing/btest/scripts/base/protocols/dce-rpc/spnego-gssapi-kerberos.zeek": ("-C",),
+    "testing/btest/scripts/base/protocols/vlan/vlan-0.zeek": ("-b",),
+}
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -85,13 +92,18 @@ def baseline_settings(capture: Capture, baseline: dict) -> dict[str, Any]:
     """
     if capture.source == "truth":
         return {}
-    zeek = zeek_log.zeek_tools(baseline)
-    verify = any("-C" not in (tool.get("zeek_flags") or []) for tool in zeek)
+    flags = [zeek_flags(tool) for tool in zeek_log.zeek_tools(baseline)]
+    verify = any("-C" not in tool_flags for tool_flags in flags)
     settings: dict[str, Any] = {"verify_ip_checksum": verify, "verify_transport_checksums": verify}
-    if zeek:
+    if flags:
         settings["local_nets"] = list(ZEEK_LOCAL_NETS)
-        settings["flip_by_server_port"] = not all("-b" in (tool.get("zeek_flags") or []) for tool in zeek)
+        settings["flip_by_server_port"] = not all("-b" in tool_flags for tool_flags in flags)
     return settings
+
+
+def zeek_flags(tool: dict) -> set[str]:
+    """The command-line options a Zeek baseline ran with (see :data:`ZEEK_FLAGS_MISSED`)."""
+    return set(tool.get("zeek_flags") or ()) | set(ZEEK_FLAGS_MISSED.get(tool.get("test", ""), ()))
 
 
 def _toml(settings: dict[str, Any]) -> str:
