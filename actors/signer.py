@@ -1,10 +1,17 @@
-"""The signer actor: numbers each event in the probe's sequence space and signs it."""
+"""The signer actor: numbers each event in the probe's sequence space and signs it.
+
+Before each batch it asks the identity whether the key file changed (one ``stat``); a
+key file gone corrupt, unreadable or exposed raises IdentityError, which the supervisor
+turns into a halt of transmission within that batch. The restarted signer goes on
+signing with the key in memory (the last validated one), so capture and buffering
+continue while nothing is sent.
+"""
 
 from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import nacl.signing
 
@@ -25,6 +32,9 @@ class KeyHolder(Protocol):
 
     def signing_key(self) -> nacl.signing.SigningKey: ...
 
+    def check_key_file(self) -> None:
+        """Raise IdentityError (once per change) when the key file went bad."""
+
     header: EnvelopeHeader
 
 
@@ -44,8 +54,10 @@ class SignerActor(SupervisedActor):
         inbox: Window,
         downstream: Window,
         metrics: Metrics,
+        tap: Callable[[SignedEvents], None] | None = None,
     ) -> None:
         super().__init__(supervisor)
+        self.tap = tap  # the console's live tail: sees each signed batch (cheap when nobody listens)
         self.identity = identity
         self.sequencer = sequencer
         self.directory = directory
@@ -55,6 +67,7 @@ class SignerActor(SupervisedActor):
 
     @handles(EventBatch)
     def on_batch(self, batch: EventBatch) -> None:
+        self.identity.check_key_file()
         total = len(batch.events)
         skip = self.sequencer.skip_count(batch.source, batch.first_ordinal, total)
         events = batch.events[skip:]
@@ -72,10 +85,10 @@ class SignerActor(SupervisedActor):
                 kinds[event.kind] -= 1
                 log.warning("event of kind %s not signed: %s", event.kind, why, extra={"component": "signer", "event": "signature_failure", "reason": why})
             self.downstream.acquire()
-            self.directory.tell(
-                "buffer",
-                SignedEvents(signed.records, (batch.source, batch.first_ordinal + total), dict(kinds)),
-            )
+            out = SignedEvents(signed.records, (batch.source, batch.first_ordinal + total), dict(kinds))
+            self.directory.tell("buffer", out)
+            if self.tap is not None and signed.records:
+                self.tap(out)
             if signed.failures:
                 self.metrics.inc("signature_failures_total", len(signed.failures))
                 self.directory.tell("buffer", EventsDropped("signature", len(signed.failures)))
