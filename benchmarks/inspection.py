@@ -10,14 +10,16 @@ over; copy k is shifted in time by k spans and its ports of 1024 and above by k 
 * the engine on one core: ``Dissector.feed`` over the frames already in memory, every
   parser registered (conn, dns, http, ssl, smb_*, ntlm, dce_rpc*, kerberos, weird events);
   CPU time of this process, the best of ``R`` rounds;
-* the same with the capture file read inside the loop (``probe.replay.read_frames``);
+* the same with the capture file read inside the loop (``probe.replay.FileReplay``, 1 MB chunks);
 * the whole application: ``python -m probe run --pcap FILE`` (capture, dissection process,
   signing, LMDB spool, WebSocket to an embedded Core that verifies and stores every
-  event), wall time of the process from start to exit;
+  event), wall time of the process from start to exit and CPU time of its processes;
 * ``tshark -r FILE -T fields -e frame.number`` (whole process, printing only frame
-  numbers), wall time.
+  numbers), wall time and CPU time.
 
-Ratios are against tshark's packets/s. The machine is shared: the loops alternate.
+Ratios are against tshark's packets/s by wall time and by CPU time (the stricter one when
+other work shares the machine: tshark's wall time then includes time it waited). The
+loops alternate and the best of the rounds counts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -142,43 +145,47 @@ def engine_seconds(frames: list, chunk: int = 2048) -> tuple[float, dict[str, in
     return clock() - start, dissector.counters, kinds
 
 
-def engine_with_reading_seconds(capture: Path, chunk: int = 2048) -> float:
-    """CPU seconds of reading the file and dissecting it, batch by batch as the probe does."""
-    from probe.replay import read_frames
+def engine_with_reading_seconds(capture: Path) -> float:
+    """CPU seconds of reading the file and dissecting it, a chunk of frames at a time as the probe does."""
+    from probe.replay import FileReplay
     from protocols.dissect import DissectSettings, Dissector
 
     dissector = Dissector(DissectSettings())
     clock = time.process_time
     start = clock()
-    batch = []
-    for frame in read_frames(capture):
-        batch.append(frame)
-        if len(batch) == chunk:
-            dissector.feed(batch)
-            batch = []
-    dissector.feed(batch)
+    for batch in FileReplay(capture).batches():
+        dissector.feed(batch)
     dissector.finish()
     return clock() - start
 
 
-def tshark_seconds(capture: Path) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tshark_seconds(capture: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``tshark -r FILE -T fields -e frame.number``."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     subprocess.run(["tshark", "-r", str(capture), "-T", "fields", "-e", "frame.number"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu
 
 
-def pipeline_seconds(capture: Path) -> tuple[float, dict]:
-    """Wall seconds of ``python -m probe run --pcap`` (embedded Core) and its summary."""
+def pipeline_seconds(capture: Path) -> tuple[float, float, dict]:
+    """(wall, CPU of every process) seconds of ``python -m probe run --pcap`` (embedded Core), its summary."""
     data_dir = tempfile.mkdtemp(prefix="probe-bench-")
     try:
+        cpu = _children_cpu()
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "probe", "run", "--pcap", str(capture), "--data-dir", data_dir,
              "--log-level", "warning", "--json-summary"],
             cwd=REPO, capture_output=True, text=True, check=True,
         )
-        return time.perf_counter() - start, json.loads(proc.stdout.strip().splitlines()[-1])
+        wall = time.perf_counter() - start
+        return wall, _children_cpu() - cpu, json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -200,33 +207,39 @@ def main() -> int:
     n = len(frames)
     print(f"capture {capture}: {n} packets, {capture.stat().st_size / 1e6:.1f} MB")
 
-    best = {"engine": float("inf"), "engine+read": float("inf"), "pipeline": float("inf"), "tshark": float("inf")}
+    best = {name: float("inf") for name in ("engine", "engine+read", "pipeline", "pipeline cpu", "tshark",
+                                             "tshark cpu")}
     counters: dict[str, int] = {}
     kinds: dict[str, int] = {}
     summary: dict = {}
     for _ in range(args.rounds):
         seconds, counters, kinds = engine_seconds(frames)
         best["engine"] = min(best["engine"], seconds)
-        best["tshark"] = min(best["tshark"], tshark_seconds(capture))
+        wall, cpu = tshark_seconds(capture)
+        best["tshark"], best["tshark cpu"] = min(best["tshark"], wall), min(best["tshark cpu"], cpu)
         best["engine+read"] = min(best["engine+read"], engine_with_reading_seconds(capture))
         if not args.skip_pipeline:
-            seconds, summary = pipeline_seconds(capture)
-            best["pipeline"] = min(best["pipeline"], seconds)
+            wall, cpu, summary = pipeline_seconds(capture)
+            best["pipeline"], best["pipeline cpu"] = min(best["pipeline"], wall), min(best["pipeline cpu"], cpu)
     events = sum(kinds.values())
     print(f"engine events: {events} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); "
           f"flows {counters.get('flows')}; detected "
           + ", ".join(f"{k[7:]} {v}" for k, v in sorted(counters.items()) if k.startswith("detect:")))
     tshark_pps = n / best["tshark"]
+    tshark_cpu_pps = n / best["tshark cpu"]
     rows = [
         ("engine, every parser, frames in memory (CPU, one core)", best["engine"]),
         ("engine, every parser, reading the file (CPU, one core)", best["engine+read"]),
     ]
     if not args.skip_pipeline:
-        rows.append(("python -m probe run: whole application (wall, 2 processes)", best["pipeline"]))
+        rows.append(("python -m probe run, whole application (wall)", best["pipeline"]))
+        rows.append(("python -m probe run, CPU of its 3 processes", best["pipeline cpu"]))
     rows.append(("tshark -r FILE -T fields -e frame.number (wall)", best["tshark"]))
+    rows.append(("tshark -r FILE -T fields -e frame.number (CPU)", best["tshark cpu"]))
+    print(f"{'':<56}{'packets/s':>11}  {'/ tshark wall':>13}  {'/ tshark CPU':>12}")
     for label, seconds in rows:
         pps = n / seconds
-        print(f"{label:<62}{pps:>11,.0f} packets/s  {pps / tshark_pps:5.2f}x tshark  ({seconds:.2f} s)")
+        print(f"{label:<56}{pps:>11,.0f}  {pps / tshark_pps:>12.2f}x  {pps / tshark_cpu_pps:>11.2f}x  ({seconds:.2f} s)")
     if summary:
         print(f"probe run summary: {summary['events_created']} events created, {summary['delivered']} delivered, "
               f"dissection {summary['packets_per_second']:,.0f} packets/s by its own clock")
