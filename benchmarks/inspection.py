@@ -93,20 +93,10 @@ def _shift_ports(frame: bytes, shift: int) -> bytes:
 
 def build_capture(out: Path, copies: int, sources: Path = SHARED) -> Path:
     """Write a classic pcap: every Ethernet record of ``sources``/*.pcap, ``copies`` times over."""
-    records: list[tuple[float, bytes, int]] = []
-    for path in sorted(sources.glob("*.pcap")):
-        raw = path.read_bytes()
-        magic = raw[:4]
-        order = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-        nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-        if struct.unpack(order + "I", raw[20:24])[0] != 1:
-            continue
-        off = 24
-        while off + 16 <= len(raw):
-            sec, frac, caplen, wirelen = struct.unpack(order + "IIII", raw[off : off + 16])
-            off += 16
-            records.append((sec + frac / (1e9 if nano else 1e6), raw[off : off + caplen], wirelen))
-            off += caplen
+    from probe.replay import read_frames
+
+    records = [(ts, data, wirelen) for path in sorted(sources.glob("*.pcap"))
+               for ts, linktype, data, wirelen in read_frames(path) if linktype == 1]
     if not records:
         raise SystemExit(f"no pcap records under {sources} (set PROBE_SHARED_DIR)")
     records.sort(key=lambda r: r[0])
