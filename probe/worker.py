@@ -1,9 +1,16 @@
 """A dissection process: capture and dissection actors, feeding the delivery process.
 
 Started by the delivery process as ``python -m probe.worker``; reads its spec (one JSON
-line) and then control lines (``{"t": "stop"}``) on stdin, writes length-prefixed
-msgpack messages (event batches, counters, done) on stdout, and logs on stderr. Keeping
-dissection in its own process keeps its GIL away from signing, LMDB and sockets.
+line) and then control lines on stdin (``{"t": "stop"}`` ends the source gracefully,
+``pause``/``resume`` hold and release the capture, ``kill`` ends at once), writes
+length-prefixed msgpack messages (event batches, counters, done) on stdout, and logs on
+stderr. Keeping dissection in its own process keeps its GIL away from signing, LMDB and
+sockets.
+
+The capture is a file replay (``{"kind": "file", "path", "pace"}``) or a live ring
+(``{"kind": "ring", "ring": RingSettings fields}``). The flow engine and the capture
+counters belong to the process, not to an actor, so a restarted actor keeps them: a link
+that goes down and up costs the capture one restart and the open flows nothing.
 """
 
 from __future__ import annotations
@@ -18,15 +25,19 @@ from typing import Any
 
 import pykka
 
-from actors.capture import FileCaptureActor, StopCapture
+from actors.capture import FileCaptureActor, PauseCapture, ResumeCapture, StopCapture
 from actors.credit import Window
 from actors.dissector import DissectorActor
 from actors.outbox import Outbox
+from actors.ring_capture import RingCaptureActor, RingSettings
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
 from protocols.dissect import DissectSettings, Dissector
 
 log = logging.getLogger("probe.worker")
+
+#: control lines and the message each one sends to the capture actor
+_CAPTURE_CONTROL = {"stop": StopCapture(), "pause": PauseCapture(), "resume": ResumeCapture()}
 
 
 class WorkerProcess:
@@ -39,9 +50,17 @@ class WorkerProcess:
         self.error: str | None = None
         self.outbox = Outbox(stream, spec["source"], spec.get("resume_ordinal", 0))
         self.engine = Dissector(DissectSettings(**spec.get("dissect", {})))
+        self.capture_counters: dict[str, int] = {}
         self.directory = Directory()
         self.frames_window = Window(spec.get("window_batches", 8))
-        self.capture: FileCaptureActor | None = None
+        self.link: Any = None
+        source = spec["capture"]
+        if source["kind"] == "ring":
+            from probe.interfaces import LinkWatcher
+
+            self.link = LinkWatcher(source["ring"]["interface"])
+        elif source["kind"] != "file":
+            raise ValueError(f"unsupported capture kind {source['kind']!r}")
         specs = [
             ChildSpec("dissector", self._start_dissector),
             ChildSpec("capture", self._start_capture),
@@ -66,18 +85,32 @@ class WorkerProcess:
 
     def _start_capture(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         source = self.spec["capture"]
-        if source["kind"] != "file":
-            raise ValueError(f"unsupported capture kind {source['kind']!r}")
-        ref = FileCaptureActor.start(
+        if source["kind"] == "ring":
+            ring = dict(source["ring"])
+            ring["program"] = tuple(tuple(i) for i in ring.get("program", ()))
+            return RingCaptureActor.start(
+                sup,
+                settings=RingSettings(**ring),
+                link=self.link,
+                directory=self.directory,
+                downstream=self.frames_window,
+                counters=self.capture_counters,
+                on_change=self._report,
+            )
+        return FileCaptureActor.start(
             sup,
             path=source["path"],
             directory=self.directory,
             downstream=self.frames_window,
             batch_packets=self.spec.get("batch_packets", 2048),
             on_error=self._source_error,
+            counters=self.capture_counters,
+            pace=source.get("pace"),
         )
-        self.capture = ref._actor  # counters are read from the dissector thread (copies only)
-        return ref
+
+    def _report(self) -> None:
+        """Send the counters now (the capture opened or failed: the delivery process may wait for it)."""
+        self.outbox.stats(self.counters())
 
     def _source_error(self, message: str) -> None:
         if self.error is None:
@@ -89,9 +122,17 @@ class WorkerProcess:
         self.outbox.done(self.counters(), self.error)
         self.finished.set()
 
+    def control(self, command: str) -> None:
+        """A control line from the delivery process: stop (graceful), pause, resume."""
+        message = _CAPTURE_CONTROL.get(command)
+        if message is None:
+            log.warning("ignoring unknown control %r", command)
+            return
+        self.directory.tell("capture", message, wait=5)
+
     def stop_capture(self) -> None:
         """Graceful stop: end the source now; open flows are flushed as usual."""
-        self.directory.tell("capture", StopCapture(), wait=5)
+        self.control("stop")
 
     def _fatal(self, message: str) -> None:
         self.error = message
@@ -100,16 +141,22 @@ class WorkerProcess:
 
     def counters(self) -> dict[str, int]:
         out = dict(self.engine.counters)
-        if self.capture is not None:
-            out.update(self.capture.counters())
+        out.update(dict(self.capture_counters))  # copies: the capture thread writes them
         out["encoding_failures"] = self.outbox.encoding_failures
+        out["active_flows"] = self.engine.active_flows
         if self.error:
             out["source_errors"] = 1
         return out
 
     def run(self) -> int:
         self.finished.wait()
-        self.supervisor.stop(block=True, timeout=30)
+        try:
+            self.supervisor.stop(block=True, timeout=30)
+        except pykka.Timeout:
+            log.error("the dissection actors did not stop within 30 s")
+        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+        if self.link is not None:
+            self.link.close()
         return self.exit_code
 
 
@@ -120,17 +167,20 @@ def _control_loop(process: WorkerProcess) -> None:
         except ValueError:
             log.warning("ignoring malformed control line from the delivery process")
             continue
-        if command.get("t") == "stop":
-            process.stop_capture()
-        elif command.get("t") == "kill":
+        kind = command.get("t") if isinstance(command, dict) else None
+        if kind == "kill":
             process.finished.set()
             return
+        process.control(str(kind))
     # stdin closed: the delivery process is gone; stop quietly
     process.finished.set()
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the delivery process decides when we stop
+    # the delivery process decides when we stop (a terminal's ^C and a service manager's
+    # SIGTERM reach every process of the group; the worker then gets "stop" on stdin)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     line = sys.stdin.readline()
     try:
         spec = json.loads(line)
