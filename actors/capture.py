@@ -63,7 +63,9 @@ def pace_factor(pace: str | float | None) -> float | None:
 
 
 def bump(counters: dict[str, int], key: str, amount: int = 1) -> None:
-    counters[key] = counters.get(key, 0) + amount
+    """Add to a counter (a zero amount leaves no key behind)."""
+    if amount:
+        counters[key] = counters.get(key, 0) + amount
 
 
 class FileCaptureActor(SupervisedActor):

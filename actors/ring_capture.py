@@ -182,6 +182,8 @@ class RingCaptureActor(SupervisedActor):
         self.block = 0
         self.last_stats = time.monotonic()
         self.last_handoff = self.last_stats
+        for key in ("kernel_packets", "kernel_drops", "kernel_freezes", "capture_packets"):
+            self.counters.setdefault(key, 0)  # present from the start: a zero is a statement too
         self.counters["capture_open"] = 1
         self.waiting_logged = False
         log.info(
@@ -243,14 +245,23 @@ class RingCaptureActor(SupervisedActor):
         assert ring is not None and reader is not None and self.poller is not None
         size = self.settings.block_size
         count = self.settings.block_count
+        batch = self.settings.batch_packets
+        window = self.downstream
         read = 0
         while read < BLOCKS_PER_MESSAGE:
             offset = self.block * size
             if not tpacket.block_ready(ring, offset):
                 break
-            if not self.frames:
-                self.frames_since = time.monotonic()
-            reader.read(ring, offset, self.frames)
+            if self.paused:
+                bump(self.counters, "capture_dropped:paused", tpacket.block_packet_count(ring, offset))
+            elif len(self.frames) >= batch and window.outstanding >= window.size:
+                # a batch already waits for credit: drop the block whole, without parsing it,
+                # so that a dissector that falls behind is not slowed further by its capture
+                bump(self.counters, "capture_dropped:window", tpacket.block_packet_count(ring, offset))
+            else:
+                if not self.frames:
+                    self.frames_since = time.monotonic()
+                reader.read(ring, offset, self.frames)
             tpacket.release_block(ring, offset)
             self.block = (self.block + 1) % count
             read += 1
@@ -261,11 +272,11 @@ class RingCaptureActor(SupervisedActor):
                 elif events & select.POLLERR:
                     self._socket_error()
         if self.link.state != "up":
-            self._hand_off(final=False)
+            self._abandon()
             self._fail("link_down" if self.link.state == "down" else "interface_vanished", f"interface {self.settings.interface} is {self.link.state}")
         now = time.monotonic()
-        if self.frames and (len(self.frames) >= self.settings.batch_packets or now - self.frames_since >= self.settings.flush_ms / 1000):
-            self._hand_off(final=False)
+        if self.frames and (len(self.frames) >= batch or now - self.frames_since >= self.settings.flush_ms / 1000):
+            self._hand_off()
         elif not self.frames and now - self.last_handoff >= TICK_PERIOD:
             self._tick()
         if now - self.last_stats >= STATS_PERIOD:
@@ -281,7 +292,7 @@ class RingCaptureActor(SupervisedActor):
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code in (errno.ENETDOWN, errno.ENODEV, errno.ENXIO):
             self.link.refresh()
-            self._hand_off(final=False)
+            self._abandon()
             reason = "interface_vanished" if self.link.state == "absent" or code != errno.ENETDOWN else "link_down"
             self._fail(reason, f"capture socket on {self.settings.interface}: {errno.errorcode.get(code, code)}")
         if code:
@@ -293,25 +304,34 @@ class RingCaptureActor(SupervisedActor):
         self.on_change()
         raise TransientError(message, reason=reason)
 
-    def _hand_off(self, final: bool) -> None:
-        """Send the pending frames to the dissector if it has credit; drop and count if not."""
-        frames, self.frames = self.frames, []
+    def _hand_off(self, final: bool = False) -> None:
+        """Send the pending frames to the dissector in batches while it has credit.
+
+        What finds the window closed stays pending (one batch's worth; the blocks that
+        arrive meanwhile are dropped whole and counted). The final batch always goes.
+        """
         size = self.settings.batch_packets
-        chunks = [frames[i : i + size] for i in range(0, len(frames), size)] or [[]]
-        for i, chunk in enumerate(chunks):
-            last = final and i == len(chunks) - 1
-            if self.paused and not last:
-                bump(self.counters, "capture_dropped:paused", len(chunk))
-                continue
-            if last:
-                self.downstream.acquire()  # the final batch ends the source: it must arrive
-            elif not chunk or not self.downstream.try_acquire():
-                if chunk:
-                    bump(self.counters, "capture_dropped:window", len(chunk))
-                continue
+        while self.frames or final:
+            last = final and len(self.frames) <= size
+            if final:
+                self.downstream.acquire()  # stopping: the rest and the final batch must arrive
+            elif not self.downstream.try_acquire():
+                return
+            chunk = self.frames[:size]
+            del self.frames[:size]
             bump(self.counters, "capture_packets", len(chunk))
             self.directory.tell("dissector", FrameBatch(chunk, final=last))
-        self.last_handoff = time.monotonic()
+            self.last_handoff = time.monotonic()
+            if last:
+                return
+            self.frames_since = self.last_handoff
+
+    def _abandon(self) -> None:
+        """The capture fails: hand on what the dissector can take now, count the rest as dropped."""
+        self._hand_off()
+        if self.frames:
+            bump(self.counters, "capture_dropped:capture_failed", len(self.frames))
+            self.frames = []
 
     def _tick(self) -> None:
         self.last_handoff = time.monotonic()
@@ -354,19 +374,33 @@ class RingCaptureActor(SupervisedActor):
         if self.finished:
             return
         if self.ring is not None and self.reader is not None and self.poller is not None:
-            # the block being filled retires within the block timeout: wait that long for it
+            # the block being filled retires within the block timeout: wait that long for it;
+            # a backlog beyond what the dissector's window holds is dropped (and counted)
+            keep = self.settings.batch_packets * self.downstream.size
             deadline = time.monotonic() + self.settings.block_timeout_ms / 1000 + 0.05
             while True:
                 offset = self.block * self.settings.block_size
+                left = deadline - time.monotonic()
                 if tpacket.block_ready(self.ring, offset):
-                    self.reader.read(self.ring, offset, self.frames)
+                    if len(self.frames) < keep:
+                        self.reader.read(self.ring, offset, self.frames)
+                    else:
+                        bump(self.counters, "capture_dropped:stopping", tpacket.block_packet_count(self.ring, offset))
                     tpacket.release_block(self.ring, offset)
                     self.block = (self.block + 1) % self.settings.block_count
-                    continue
-                left = deadline - time.monotonic()
+                    if left > 0:
+                        continue
                 if left <= 0:
                     break
                 self.poller.poll(max(1, int(left * 1000)))
+            # whatever arrived after that is not dissected: count it, never lose it silently
+            for _ in range(self.settings.block_count):
+                offset = self.block * self.settings.block_size
+                bump(self.counters, "capture_dropped:stopping", tpacket.block_packet_count(self.ring, offset))
+                if not tpacket.block_ready(self.ring, offset):
+                    break  # the block the kernel was filling: its count so far
+                tpacket.release_block(self.ring, offset)
+                self.block = (self.block + 1) % self.settings.block_count
         self.paused = False
         self._close()
         self.finished = True

@@ -335,8 +335,8 @@ class ProbeApp:
             "kernel_drops": counters.get("kernel_drops", 0),
             "kernel_freezes": counters.get("kernel_freezes", 0),
             "captured": counters.get("capture_packets", 0),
-            "dropped_at_source": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_dropped:")},
-            "capture_failures": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_failures:")},
+            "dropped_at_source": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_dropped:") and v},
+            "capture_failures": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_failures:") and v},
             "capture_restarts": counters.get("capture_restarts", 0),
             "worker_restarts": int(self.metrics.total("worker_starts_total")) - len(self.workers),
         }

@@ -162,6 +162,11 @@ def block_ready(ring: Any, offset: int) -> bool:
     return bool(_BLOCK_STATUS.unpack_from(ring, offset + _BLOCK_STATUS_AT)[0] & TP_STATUS_USER)
 
 
+def block_packet_count(ring: Any, offset: int) -> int:
+    """How many packets the block at ``offset`` holds (to drop it whole, unparsed)."""
+    return _BLOCK_STATUS.unpack_from(ring, offset + _BLOCK_STATUS_AT + 4)[0]
+
+
 def release_block(ring: Any, offset: int) -> None:
     """Hand the block at ``offset`` back to the kernel."""
     _BLOCK_STATUS.pack_into(ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)

@@ -85,6 +85,9 @@ class NetLab:
     def _setup(self) -> None:
         netns.create(self.namespace)
         self._created_ns = True
+        self._make_link()
+
+    def _make_link(self) -> None:
         with IPRoute() as ipr:
             ipr.link("add", ifname=self.capture, kind="veth", peer=self.inner)
             self._created_link = True
@@ -101,13 +104,21 @@ class NetLab:
             ns.neigh("add", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=inner, state=0x80)  # NUD_PERMANENT
         self.set_capture_up(True)
 
+    def remove_link(self) -> None:
+        """Delete the veth pair (the capture interface vanishes)."""
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=self.capture)
+            if found:
+                ipr.link("del", index=found[0])
+        self._created_link = False
+
+    def recreate_link(self) -> None:
+        """A new veth pair under the same names (new interface indexes)."""
+        self._make_link()
+
     def close(self) -> None:
         if self._created_link:
-            with IPRoute() as ipr:
-                found = ipr.link_lookup(ifname=self.capture)
-                if found:
-                    ipr.link("del", index=found[0])  # takes the peer with it
-            self._created_link = False
+            self.remove_link()  # the peer goes with it
         if self._created_ns:
             try:
                 netns.remove(self.namespace)
