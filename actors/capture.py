@@ -148,9 +148,17 @@ class FileCaptureActor(SupervisedActor):
                 rest = self.ready[0]
                 self.ready[0] = FrameBatch(rest.frames[len(batch.frames) :], rest.final)
             self.counters["capture_packets"] = self.counters.get("capture_packets", 0) + len(batch.frames)
+            self._progress()
             self.directory.tell("dissector", batch)
         if not self.finished:
             self.actor_ref.tell(ReadMore())
+
+    def _progress(self) -> None:
+        """Bytes of the file behind the frames handed on so far (read-ahead excluded), for progress."""
+        parsed = self.reader.counters.get("packets", 0)
+        read = self.counters.get("capture_bytes_read", 0)
+        done = read if self.finished and not self.ready else read * self.counters.get("capture_packets", 0) // max(1, parsed)
+        self.counters["capture_bytes_done"] = min(read, done)
 
     def _due(self, batch: FrameBatch) -> tuple[FrameBatch | None, float]:
         """The leading frames of ``batch`` whose paced time has come, or (None, seconds to wait)."""

@@ -42,6 +42,8 @@ TICK_PERIOD = 1.0
 POLL_MS = 100
 #: blocks read per message at most, so control messages are not starved under load
 BLOCKS_PER_MESSAGE = 16
+#: seconds a stopping capture waits for the dissector to take each remaining batch
+FINAL_CREDIT_WAIT = 20.0
 
 
 class Link(Protocol):
@@ -313,8 +315,12 @@ class RingCaptureActor(SupervisedActor):
         size = self.settings.batch_packets
         while self.frames or final:
             last = final and len(self.frames) <= size
-            if final:
-                self.downstream.acquire()  # stopping: the rest and the final batch must arrive
+            if final:  # stopping: the rest and the final batch must arrive, unless the dissector is stuck
+                if not self.downstream.acquire(timeout=FINAL_CREDIT_WAIT):
+                    bump(self.counters, "capture_dropped:stopping", len(self.frames))
+                    self.frames = []
+                    log.error("the dissector took no batch for %g s while stopping", FINAL_CREDIT_WAIT)
+                    return
             elif not self.downstream.try_acquire():
                 return
             chunk = self.frames[:size]

@@ -33,13 +33,15 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def describe(counters: dict[str, int], rate: float, elapsed: float, *, bar: bool) -> str:
+def describe(counters: dict[str, int], rate: float, elapsed: float, *, bar: bool, live: bool = False) -> str:
     """One progress line from the run's counters and the current packet rate."""
     packets = counters.get("packets", 0)
     size = counters.get("capture_file_size", 0)
     parts = []
-    if size:
-        done = min(1.0, counters.get("capture_bytes_read", 0) / size)
+    if not live and not size:
+        return "starting"
+    if not live:
+        done = min(1.0, counters.get("capture_bytes_done", counters.get("capture_bytes_read", 0)) / size)
         if bar:
             filled = int(done * BAR_WIDTH)
             parts.append("[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]")
@@ -49,7 +51,7 @@ def describe(counters: dict[str, int], rate: float, elapsed: float, *, bar: bool
         if 0 < done < 1 and elapsed > 0:
             parts.append(f"ETA {_duration(elapsed * (1 - done) / done)}")
         elif done >= 1:
-            parts.append("read; finishing")
+            parts.append("all read; finishing")
     else:
         parts.append(f"{_count(packets)} packets")
         parts.append(f"{_count(rate)} packets/s")
@@ -65,9 +67,16 @@ class ProgressReporter:
     """Redraws the progress line in a thread until stopped; clears the bar at the end."""
 
     def __init__(
-        self, counters: Callable[[], dict[str, int]], stream: TextIO, *, bar: bool | None = None, period: float | None = None
+        self,
+        counters: Callable[[], dict[str, int]],
+        stream: TextIO,
+        *,
+        live: bool = False,
+        bar: bool | None = None,
+        period: float | None = None,
     ) -> None:
         self.counters = counters
+        self.live = live
         self.stream = stream
         self.bar = stream.isatty() if bar is None else bar
         self.period = period or (BAR_PERIOD if self.bar else LINE_PERIOD)
@@ -99,7 +108,7 @@ class ProgressReporter:
                 current = max(0, packets - last_packets) / (now - last_at)
                 rate = current if rate == 0 else 0.5 * rate + 0.5 * current
             last_packets, last_at = packets, now
-            line = describe(counters, rate, now - self._started, bar=self.bar)
+            line = describe(counters, rate, now - self._started, bar=self.bar, live=self.live)
             if self.bar:
                 self.stream.write("\r\x1b[K" + line)
                 self._drawn = True

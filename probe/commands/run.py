@@ -70,6 +70,8 @@ def _check_source(args: argparse.Namespace, config: Any) -> Any:
         if config.capture.filter:
             raise UsageError("--filter applies to live capture (--interface); filter a file with tcpdump -r FILE -w OUT EXPR")
         return None
+    if config.capture.pace != "fast":
+        raise UsageError("--pace applies to a capture file (--pcap); a live capture runs at the wire's pace")
     from probe.interfaces import LiveCaptureError, plan_live_capture  # pyroute2: slow to import
 
     try:
@@ -100,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         app.request_stop(immediate=signals["count"] > 1)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress = None if args.no_progress else ProgressReporter(lambda: app.tracker.totals(), sys.stderr)
+    progress = None if args.no_progress else ProgressReporter(lambda: app.tracker.totals(), sys.stderr, live=live is not None)
     try:
         app.start()
         if progress is not None:

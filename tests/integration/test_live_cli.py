@@ -174,3 +174,45 @@ def test_a_killed_worker_is_restarted_and_the_others_go_on(tmp_path):
     assert code == 0, err[-2000:]
     assert summary["live"]["worker_restarts"] == 1
     assert summary["packets"] == sent and summary["flows"] == 10 and summary["events_by_kind"] == {"conn": 10}
+
+
+LOOPBACK_SENDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    s.sendto(b"ping %d" % i, ("127.0.0.1", 9999))
+"""
+
+
+@pytest.mark.slow
+def test_inside_a_namespace_the_default_route_and_loopback(tmp_path):
+    """Run the probe itself in the namespace: its default route's interface, and lo captured once per packet."""
+    with NetLab() as lab:
+        lab.ns_exec(["ip", "link", "set", "lo", "up"])
+        lab.ns_exec(["ip", "route", "add", "default", "via", "10.77.0.1"])
+        listed = json.loads(lab.ns_exec([sys.executable, "-m", "probe", "interfaces", "--json"], cwd=REPO).stdout)
+        assert [i["name"] for i in listed if i["default_route"]] == [lab.inner]
+        chosen = lab.ns_exec(
+            [sys.executable, "-c", "from probe.config import load_config; from probe.interfaces import plan_live_capture; "
+             "print(plan_live_capture(load_config()).interface)"],
+            cwd=REPO,
+        )
+        assert chosen.stdout.decode().strip() == lab.inner
+        # the Core's WebSocket runs over lo too: the filter keeps the probe from watching itself
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.namespace, sys.executable, "-m", "probe", "run", "--json-summary", "--no-progress", *RING,
+             "--interface", "lo", "--filter", "udp port 9999", "--data-dir", str(tmp_path)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_capturing(proc)
+            lab.ns_exec([sys.executable, "-c", LOOPBACK_SENDER, "30"])
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            code, summary, err = finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0, err[-2000:]
+    assert summary["packets"] == 30 and summary["flows"] == 1  # each datagram once, not out and in
+    assert summary["live"]["kernel_packets"] == 60  # the kernel handed both copies to the socket
