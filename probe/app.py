@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("probe.app")
 
+#: capture-file reader counters that measure volume, not trouble (kept out of "skipped")
+_CAPFILE_VOLUME = frozenset({"capfile:packets", "capfile:bytes", "capfile:captured_bytes"})
+
 #: settings whose change alters the events a capture yields (part of a replay's identity)
 _EVENT_SHAPING = ("dissect", "capture.batch_packets")
 
@@ -280,6 +283,11 @@ class ProbeApp:
         A stop request first ends every source (open flows are flushed as events), then
         waits for the pipeline and the Core to take everything, like the end of a replay.
         """
+        outcome = self._wait(poll)
+        self.finished_at = time.monotonic()
+        return outcome
+
+    def _wait(self, poll: float) -> str:
         drain_started: float | None = None
         stop_sent = 0.0
         while True:
@@ -308,7 +316,7 @@ class ProbeApp:
             time.sleep(poll)
 
     def stop(self) -> None:
-        self.finished_at = time.monotonic()
+        self.finished_at = self.finished_at or time.monotonic()
         if self.supervisor is not None:
             try:
                 self.supervisor.stop(block=True, timeout=60)
@@ -363,13 +371,17 @@ class ProbeApp:
             "flows": counters.get("flows", kinds.get("conn", 0)),
             "events_by_kind": kinds,
             "events_created": run.created,
-            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")),
+            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
             "delivered": run.delivered,
             "dropped": run.dropped,
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:"))},
+            "skipped": {
+                k: v
+                for k, v in sorted(counters.items())
+                if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:")) and k not in _CAPFILE_VOLUME
+            },
             "source_errors": errors,
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),

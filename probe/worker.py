@@ -143,6 +143,7 @@ class WorkerProcess:
         out = dict(self.engine.counters)
         out.update(dict(self.capture_counters))  # copies: the capture thread writes them
         out["encoding_failures"] = self.outbox.encoding_failures
+        out["events_already_stored"] = self.outbox.already_stored
         out["active_flows"] = self.engine.active_flows
         if self.error:
             out["source_errors"] = 1
