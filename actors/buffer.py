@@ -52,9 +52,11 @@ class BufferActor(SupervisedActor):
 
     @handles(Acked)
     def on_acked(self, acked: Acked) -> None:
-        delivered = self.buffer.acknowledge(acked.seq)
+        delivered = self.buffer.acknowledge(acked.seq, dict(acked.refused))
         if delivered:
             self.metrics.inc("events_delivered_total", delivered)
+        for _, reason in acked.refused:
+            self.metrics.inc("events_dropped_total", 1, reason=reason)
         self._publish_gauges()
 
     @handles(Shed)

@@ -24,7 +24,7 @@ import pykka
 
 from actors.buffer import BufferActor
 from actors.credit import Window
-from actors.messages import Halt, Shed
+from actors.messages import Shed
 from actors.metrics import Metrics
 from actors.sequencer import Sequencer
 from actors.signer import SignerActor
@@ -33,7 +33,7 @@ from actors.uplink import TransmissionGate, UplinkActor, UplinkSettings
 from actors.worker import DissectionWorker, SourceTracker
 from probe.config import Config
 from probe.core.embedded import EmbeddedCore
-from probe.identity import ProbeIdentity
+from probe.identity import IdentityGuard, ProbeIdentity, ReloadResult
 from storage.accounting import Accounts
 from storage.buffer import TieredBuffer
 from storage.memtier import MemoryTier
@@ -44,11 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("probe.app")
 
-#: capture-file reader counters that measure volume, not trouble (kept out of "skipped")
-_CAPFILE_VOLUME = frozenset({"capfile:packets", "capfile:bytes", "capfile:captured_bytes"})
-
-#: settings whose change alters the events a capture yields (part of a replay's identity)
-_EVENT_SHAPING = ("dissect", "capture.batch_packets")
+#: capture-file counters that are totals, not reasons for skipping
+_CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
 
 
 def file_source_id(path: str, config: Config) -> str:
@@ -97,11 +94,14 @@ class ProbeApp:
         self.started_at = time.monotonic()
         os.makedirs(cfg.probe.data_dir, exist_ok=True)
         key_path = cfg.identity.key or cfg.data_path("identity", "probe.key")
-        self.identity = ProbeIdentity(cfg.probe_id, key_path)
+        ident = cfg.identity
+        self.identity = ProbeIdentity(cfg.probe_id, key_path, cert_path=ident.cert, ca_path=ident.ca, core_ca_path=ident.core_ca)
         if self.identity.created:
             log.info("created a new signing key at %s", key_path, extra={"component": "identity", "event": "key_created"})
         quota = cfg.buffer.disk_quota_mb << 20
         self.spool = Spool(cfg.data_path("spool"), quota, (cfg.buffer.map_size_mb << 20) or None)
+        self.identity.boot_seq = self.spool.next_seq
+        self.guard = IdentityGuard(self.identity, self.gate, self.directory, self.metrics, on_reload=self._identity_reloaded)
         self.buffer = TieredBuffer(self.spool, MemoryTier(cfg.buffer.memory_events, cfg.buffer.memory_bytes))
         self.sequencer = Sequencer(self.spool.next_seq, self.spool.source_progress)
         self.accounts_at_start = self.buffer.accounts()
@@ -124,7 +124,8 @@ class ProbeApp:
         )
 
     def _start_embedded_core(self) -> str:
-        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen)
+        ident = self.config.identity
+        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen, client_ca=ident.ca if ident.cert else None, crl=ident.crl)
         self.core.enroll(self.identity.probe_id, self.identity.public_key_hex)
         url = self.core.start()
         log.info("embedded Core listening at %s", url, extra={"component": "core", "event": "embedded_core"})
@@ -241,9 +242,29 @@ class ProbeApp:
     # --- strategies outside the tree --------------------------------------------------
 
     def _halt(self, reason: str) -> None:
-        self.gate.halt(reason)
-        self.metrics.inc("identity_halts_total")
-        self.directory.tell("uplink", Halt(reason), wait=0)
+        """Identity failure: nothing more is sent; capture, dissection and buffering go on."""
+        self.guard.halt(reason)
+
+    # --- identity (console and SIGHUP) ------------------------------------------------
+
+    def reload_identity(self) -> ReloadResult:
+        """Re-read key, certificate and CAs; if all are good, use them and resume transmission.
+
+        A failed reload changes nothing (the running identity and any halt stay) and says
+        why; the console and SIGHUP call this.
+        """
+        guard = getattr(self, "guard", None)
+        if guard is None:
+            return ReloadResult(False, "starting", "the probe is still starting; its identity is checked as it starts")
+        return guard.reload()
+
+    def _identity_reloaded(self, identity: ProbeIdentity) -> None:
+        if self.core is not None and self.config.identity.cert is None:
+            self.core.enroll(identity.probe_id, identity.public_key_hex)  # the embedded Core pins keys
+
+    def identity_status(self) -> dict[str, Any]:
+        """Identity and transmission state for the console, the summary and alerts."""
+        return self.guard.status()
 
     def _shed(self, reason: str) -> None:
         self.directory.tell("buffer", Shed(reason), wait=0)
@@ -326,7 +347,8 @@ class ProbeApp:
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
         if self.core is not None:
             self.core.stop()
-        self.spool.close()
+        if getattr(self, "spool", None) is not None:
+            self.spool.close()
 
     # --- reporting --------------------------------------------------------------------
 
@@ -368,7 +390,8 @@ class ProbeApp:
             "probe_id": self.identity.probe_id,
             "boot_id": self.identity.boot_id,
             "packets": packets,
-            "flows": counters.get("flows", kinds.get("conn", 0)),
+            "flows": counters.get("flows", 0),
+            "conversations": counters.get("conversations", 0),
             "events_by_kind": kinds,
             "events_created": run.created,
             "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
@@ -377,12 +400,9 @@ class ProbeApp:
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {
-                k: v
-                for k, v in sorted(counters.items())
-                if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:")) and k not in _CAPFILE_VOLUME
-            },
+            "skipped": {k: v for k, v in sorted(counters.items()) if v and k.startswith(("skip:", "weird:", "capfile:")) and k not in _CAPFILE_TOTALS},
             "source_errors": errors,
+            "identity": {"state": self.identity.status()["state"], "reason": self.identity.status()["reason"]},
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
                 "connects": int(self.metrics.total("uplink_connects_total")),

@@ -116,7 +116,7 @@ class DissectSettings:
     real traffic; turn it on for Zeek parity, which drops such packets with history C/c).
     """
 
-    max_flows: int = 200_000
+    max_flows: int = 100_000
     tcp_idle_timeout: float = 300.0
     udp_idle_timeout: float = 60.0
     icmp_idle_timeout: float = 60.0
@@ -183,7 +183,9 @@ class Dissector(FlowSink):
         through the full logic (tests compare the two ways on every capture)."""
         self.settings = settings
         self._fast_path = fast_path
-        self.counters: dict[str, int] = {"packets": 0, "flows": 0, "flows_evicted": 0}
+        self.counters: dict[str, int] = {"packets": 0, "flows": 0, "conversations": 0, "flows_evicted": 0}
+        #: open ICMP flows per address pair, to count conversations as tshark does
+        self._icmp_pairs: dict[tuple, int] = {}
         self.tcp_close_delay = settings.tcp_close_delay
         self.tcp_attempt_timeout = settings.tcp_attempt_timeout
         # directional key -> flow; each flow is in its table under both directions' keys
@@ -540,6 +542,15 @@ class Dissector(FlowSink):
         if due < self._next_sweep:
             self._next_sweep = due
         self.counters["flows"] += 1
+        if proto == ICMP or proto == ICMP6:
+            # tshark's conversations fold Zeek's per-type ICMP flows into one per address pair
+            pair = (min(src, dst), max(src, dst), vlans)
+            active = self._icmp_pairs.get(pair, 0)
+            if not active:
+                self.counters["conversations"] += 1
+            self._icmp_pairs[pair] = active + 1
+        else:
+            self.counters["conversations"] += 1
         return flow
 
     def _icmp_packet(
@@ -664,6 +675,11 @@ class Dissector(FlowSink):
         table.pop(flow.okey, None)
         table.pop(flow.rkey, None)
         self._live.pop(flow, None)
+        if flow.proto == ICMP or flow.proto == ICMP6:
+            pair = (min(flow.orig_h, flow.resp_h), max(flow.orig_h, flow.resp_h), flow.vlans)
+            left = self._icmp_pairs.pop(pair, 1) - 1
+            if left:
+                self._icmp_pairs[pair] = left
         if flow.proto == TCP:
             for endpoint in (flow.orig, flow.resp):
                 if flow.app_state == APP_ACTIVE:

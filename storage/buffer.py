@@ -9,7 +9,7 @@ as drop reports for the Core. Reads merge both tiers in sequence order.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from protocols.errors import ResourceError, TransientError
 from storage.accounting import Accounts
@@ -137,10 +137,19 @@ class TieredBuffer:
             mem = [r for r in self._mem_drop_ranges if r[1] > after]
         return sorted(self.spool.drop_reports(after) + mem)
 
-    def acknowledge(self, upto: int) -> int:
-        removed_disk = self.spool.acknowledge(upto)
-        removed_mem = self.memory.acknowledge(upto)
+    def acknowledge(self, upto: int, refused: Mapping[int, str] | None = None) -> int:
+        """Delete what the Core holds up to ``upto``; ``refused`` seqs count dropped by reason."""
+        in_memory: list[str] = []
+        if refused:
+            for seq, reason in refused.items():
+                found = self.memory.read(seq - 1, 1)
+                if found and found[0][0] == seq:
+                    in_memory.append(reason)
+        removed_disk = self.spool.acknowledge(upto, refused=refused)
+        removed_mem = self.memory.acknowledge(upto) - len(in_memory)
         with self._lock:
+            for reason in in_memory:
+                self._mem_dropped[reason] = self._mem_dropped.get(reason, 0) + 1
             self._mem_delivered += removed_mem
             self._mem_drop_ranges = [r for r in self._mem_drop_ranges if r[1] > upto]
         return removed_disk + removed_mem

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import lmdb
 import msgpack
@@ -185,24 +185,34 @@ class Spool:
                 if msgpack.unpackb(v)[0] > after
             ]
 
-    def acknowledge(self, upto: int, delivered: Iterable[int] | None = None) -> int:
-        """The Core holds everything up to ``upto``: delete it, count it delivered; return how many."""
+    def acknowledge(self, upto: int, delivered: Iterable[int] | None = None, refused: Mapping[int, str] | None = None) -> int:
+        """The Core holds everything up to ``upto``: delete it, count it delivered; return how many.
+
+        Sequences in ``refused`` (seq -> reason) were refused by the Core for good: they
+        are deleted too but counted dropped with their reason.
+        """
         removed = 0
         size = 0
+        dropped: dict[str, int] = {}
         with self.env.begin(write=True) as txn:
             cursor = txn.cursor(db=self._events)
             cursor.first()
             while cursor.key():
-                if _SEQ.unpack(cursor.key())[0] > upto:
+                seq = _SEQ.unpack(cursor.key())[0]
+                if seq > upto:
                     break
                 size += len(cursor.value()) + RECORD_OVERHEAD
-                removed += 1
+                if refused and seq in refused:
+                    dropped["dropped:" + refused[seq]] = dropped.get("dropped:" + refused[seq], 0) + 1
+                else:
+                    removed += 1
                 cursor.delete()
             drops = txn.cursor(db=self._drops)
             stale = [k for k, v in drops if msgpack.unpackb(v)[0] <= upto]
             for k in stale:
                 txn.delete(k, db=self._drops)
-            self._counters.update(self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -removed}))
+            gone = removed + sum(dropped.values())
+            self._counters.update(self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -gone, **dropped}))
         return removed
 
     def drop_oldest(self, count: int, above: int, reason: str) -> tuple[int, int] | None:

@@ -6,13 +6,13 @@ signature checks are C calls that release the GIL) and then commits the result.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 import nacl.exceptions
 import nacl.signing
 
-from protocols.events.envelope import SIGNATURE_SIZE, MalformedEvent, decode_canonical
+from protocols.events.envelope import SIGNATURE_SIZE, EventRecord, MalformedEvent, decode_canonical
 from protocols.wire import ErrorCode
 from storage.core_store import ProbeAccount
 
@@ -27,9 +27,16 @@ class IngestResult:
 
 
 def verify_records(
-    records: Sequence[bytes], probe_id: str, key: nacl.signing.VerifyKey
+    records: Sequence[bytes],
+    probe_id: str,
+    key: nacl.signing.VerifyKey | Any,
+    policy: Callable[[EventRecord], str | None] | None = None,
 ) -> list[tuple[int, bytes | None, str | None]]:
-    """(seq or -1, record if good, error code if bad) for each record; no state touched."""
+    """(seq or -1, record if good, error code if bad) for each record; no state touched.
+
+    ``key`` is anything with ``verify(signed)`` (a key ring tries older keys too);
+    ``policy`` refuses a well-signed event with a code (a replayed sequence).
+    """
     out: list[tuple[int, bytes | None, str | None]] = []
     verify = key.verify
     for record in records:
@@ -50,6 +57,10 @@ def verify_records(
         except nacl.exceptions.BadSignatureError:
             out.append((event.seq, None, ErrorCode.BAD_SIGNATURE))
             continue
+        refusal = policy(event) if policy is not None else None
+        if refusal is not None:
+            out.append((event.seq, None, refusal))
+            continue
         out.append((event.seq, record, None))
     return out
 
@@ -67,7 +78,7 @@ def apply_events(
         if code is not None:
             account.rejected[code] = account.rejected.get(code, 0) + 1
             rejected.append((seq, code))
-            if seq > account.acked:
+            if seq > account.acked and code != ErrorCode.REPLAYED_SEQUENCE:  # a replay never moves the stream on
                 account.gaps += seq - account.acked - 1
                 account.acked = seq
             continue
