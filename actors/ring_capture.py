@@ -2,9 +2,11 @@
 
 No system call per packet: the actor reads every block the kernel has retired straight
 from the shared memory map (``protocols.tpacket``), hands it back, and polls only when no
-block is ready. A live capture never waits: when the dissector's credit window is closed
-the batch is dropped here and counted, and the kernel counts what the ring could not
-hold (PACKET_STATISTICS, polled every second). Neither is ever silent.
+block is ready. A live capture never holds the kernel up: when the dissector's credit
+window is closed the ring keeps the backlog while it is at most half full, and beyond
+that the oldest blocks are dropped here, whole, and counted (``capture_dropped:window``),
+so the ring never overflows. The kernel still counts what it could not place
+(PACKET_STATISTICS, polled every second). No drop is ever silent.
 
 The interface going down or away is a TransientError; the supervisor's replacement waits
 for the link to come back and opens a fresh ring. The dissector, which holds the open
@@ -44,6 +46,10 @@ POLL_MS = 100
 BLOCKS_PER_MESSAGE = 16
 #: seconds a stopping capture waits for the dissector to take each remaining batch
 FINAL_CREDIT_WAIT = 20.0
+#: seconds to wait for credit while the ring holds a backlog
+BLOCKED_WAIT = 0.02
+#: seconds a failing capture waits for the dissector to take what it still holds
+ABANDON_WAIT = 2.0
 
 
 class Link(Protocol):
@@ -250,15 +256,20 @@ class RingCaptureActor(SupervisedActor):
         batch = self.settings.batch_packets
         window = self.downstream
         read = 0
+        blocked = False
         while read < BLOCKS_PER_MESSAGE:
             offset = self.block * size
             if not tpacket.block_ready(ring, offset):
                 break
+            blocked = len(self.frames) >= batch and window.outstanding >= window.size
             if self.paused:
                 bump(self.counters, "capture_dropped:paused", tpacket.block_packet_count(ring, offset))
-            elif len(self.frames) >= batch and window.outstanding >= window.size:
-                # a batch already waits for credit: drop the block whole, without parsing it,
-                # so that a dissector that falls behind is not slowed further by its capture
+            elif blocked:
+                # a batch already waits for credit: the ring holds the backlog while it has
+                # room; past half full the oldest block is dropped here, whole and unparsed,
+                # so that the kernel never has to drop and the dissector is not slowed further
+                if self._backlog() <= count // 2:
+                    break
                 bump(self.counters, "capture_dropped:window", tpacket.block_packet_count(ring, offset))
             else:
                 if not self.frames:
@@ -267,7 +278,10 @@ class RingCaptureActor(SupervisedActor):
             tpacket.release_block(ring, offset)
             self.block = (self.block + 1) % count
             read += 1
-        if read == 0:
+        if blocked:
+            if window.acquire(timeout=BLOCKED_WAIT):  # wait for the dissector, not for packets
+                window.release()
+        elif read == 0:
             for fd, events in self.poller.poll(POLL_MS):
                 if fd == self.link.fileno():
                     self.link.drain()
@@ -282,12 +296,21 @@ class RingCaptureActor(SupervisedActor):
         elif not self.frames and now - self.last_handoff >= TICK_PERIOD:
             self._tick()
         if now - self.last_stats >= STATS_PERIOD:
-            if read:  # busy: the poll above did not run, so look at the link now
-                ready, _, _ = select.select([self.link.fileno()], [], [], 0)
-                if ready:
-                    self.link.drain()
+            ready, _, _ = select.select([self.link.fileno()], [], [], 0)  # the poll above may not have run
+            if ready:
+                self.link.drain()
             self._read_stats()
             self._merge_reader_counters()
+
+    def _backlog(self) -> int:
+        """Retired blocks waiting in the ring, from the next one to read."""
+        assert self.ring is not None
+        size = self.settings.block_size
+        count = self.settings.block_count
+        waiting = 0
+        while waiting < count and tpacket.block_ready(self.ring, ((self.block + waiting) % count) * size):
+            waiting += 1
+        return waiting
 
     def _socket_error(self) -> None:
         assert self.sock is not None
@@ -333,8 +356,15 @@ class RingCaptureActor(SupervisedActor):
             self.frames_since = self.last_handoff
 
     def _abandon(self) -> None:
-        """The capture fails: hand on what the dissector can take now, count the rest as dropped."""
-        self._hand_off()
+        """The capture fails: hand on what the ring and the batch hold (waiting a little for
+        credit), count what the dissector could not take as dropped."""
+        if self.ring is not None:
+            self._read_ready()
+        deadline = time.monotonic() + ABANDON_WAIT
+        while self.frames and time.monotonic() < deadline:
+            if self.downstream.acquire(timeout=0.05):
+                self.downstream.release()
+                self._hand_off()
         if self.frames:
             bump(self.counters, "capture_dropped:capture_failed", len(self.frames))
             self.frames = []
@@ -380,37 +410,33 @@ class RingCaptureActor(SupervisedActor):
         if self.finished:
             return
         if self.ring is not None and self.reader is not None and self.poller is not None:
-            # the block being filled retires within the block timeout: wait that long for it;
-            # a backlog beyond what the dissector's window holds is dropped (and counted)
-            keep = self.settings.batch_packets * self.downstream.size
+            # what the ring holds is dissected (at most the whole ring); the block being
+            # filled retires within the block timeout, so wait that long for it
+            self._read_ready()
             deadline = time.monotonic() + self.settings.block_timeout_ms / 1000 + 0.05
-            while True:
-                offset = self.block * self.settings.block_size
+            while not tpacket.block_ready(self.ring, self.block * self.settings.block_size):
                 left = deadline - time.monotonic()
-                if tpacket.block_ready(self.ring, offset):
-                    if len(self.frames) < keep:
-                        self.reader.read(self.ring, offset, self.frames)
-                    else:
-                        bump(self.counters, "capture_dropped:stopping", tpacket.block_packet_count(self.ring, offset))
-                    tpacket.release_block(self.ring, offset)
-                    self.block = (self.block + 1) % self.settings.block_count
-                    if left > 0:
-                        continue
                 if left <= 0:
                     break
                 self.poller.poll(max(1, int(left * 1000)))
+            self._read_ready()
             # whatever arrived after that is not dissected: count it, never lose it silently
-            for _ in range(self.settings.block_count):
-                offset = self.block * self.settings.block_size
-                bump(self.counters, "capture_dropped:stopping", tpacket.block_packet_count(self.ring, offset))
-                if not tpacket.block_ready(self.ring, offset):
-                    break  # the block the kernel was filling: its count so far
-                tpacket.release_block(self.ring, offset)
-                self.block = (self.block + 1) % self.settings.block_count
+            bump(self.counters, "capture_dropped:stopping", tpacket.block_packet_count(self.ring, self.block * self.settings.block_size))
         self.paused = False
         self._close()
         self.finished = True
         self._hand_off(final=True)
+
+    def _read_ready(self) -> None:
+        """Parse every retired block (one pass round the ring at most)."""
+        assert self.ring is not None and self.reader is not None
+        for _ in range(self.settings.block_count):
+            offset = self.block * self.settings.block_size
+            if not tpacket.block_ready(self.ring, offset):
+                return
+            self.reader.read(self.ring, offset, self.frames)
+            tpacket.release_block(self.ring, offset)
+            self.block = (self.block + 1) % self.settings.block_count
 
     @handles(PauseCapture)
     def on_pause(self, _: PauseCapture) -> None:

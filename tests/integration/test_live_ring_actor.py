@@ -82,20 +82,34 @@ def rig():
     pykka.ActorRegistry.stop_all(block=True, timeout=5)
 
 
-def test_a_closed_window_drops_at_the_source_and_counts_never_the_kernel(rig):
-    lab, window, directory, recorder, counters = rig
-    assert window.acquire(0) and window.acquire(0)  # the dissector is busy: no credit at all
-    sent = lab.send_udp(50, 20, rate=20000)
-    until(lambda: counters.get("capture_dropped:window", 0) > 0)
-    time.sleep(0.3)
+def _drain_and_stop(window, directory, recorder, counters) -> int:
     window.release()
-    window.release()  # the dissector catches up: what the capture held goes through
+    window.release()  # the dissector catches up: what the capture and the ring held goes through
     directory.tell("capture", StopCapture())
     until(lambda: recorder.ask("?")[1])
-    got, _ = recorder.ask("?")
     until(lambda: counters.get("capture_open") == 0)
-    assert got + counters["capture_dropped:window"] == sent == 1000
-    assert got >= 32  # the batch that was waiting for credit
+    return recorder.ask("?")[0]
+
+
+def test_a_burst_while_the_dissector_lags_waits_in_the_ring_and_is_not_lost(rig):
+    lab, window, directory, recorder, counters = rig
+    assert window.acquire(0) and window.acquire(0)  # the dissector is busy: no credit at all
+    sent = lab.send_udp(20, 15, rate=20000)  # 300 packets: well inside half the ring
+    time.sleep(0.5)
+    assert recorder.ask("?")[0] == 0
+    got = _drain_and_stop(window, directory, recorder, counters)
+    assert got == sent == 300
+    assert "capture_dropped:window" not in counters and counters["kernel_drops"] == 0
+
+
+def test_a_long_lag_drops_whole_blocks_at_the_source_never_in_the_kernel(rig):
+    lab, window, directory, recorder, counters = rig
+    assert window.acquire(0) and window.acquire(0)
+    sent = lab.send_udp(50, 100, rate=25000)  # 5000 packets: more than half the ring holds
+    until(lambda: counters.get("capture_dropped:window", 0) > 0)
+    got = _drain_and_stop(window, directory, recorder, counters)
+    assert got + counters["capture_dropped:window"] == sent == 5000
+    assert got > 32 * 2  # besides the batch waiting for credit, the ring's backlog came through
     assert counters["kernel_drops"] == 0 and counters["kernel_packets"] == sent
 
 
