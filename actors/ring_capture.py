@@ -47,7 +47,7 @@ BLOCKS_PER_MESSAGE = 16
 #: seconds a stopping capture waits for the dissector to take each remaining batch
 FINAL_CREDIT_WAIT = 20.0
 #: seconds to wait for credit while the ring holds a backlog
-BLOCKED_WAIT = 0.02
+BLOCKED_WAIT = 0.005
 #: seconds a failing capture waits for the dissector to take what it still holds
 ABANDON_WAIT = 2.0
 
