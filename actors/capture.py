@@ -42,12 +42,17 @@ class StopCapture:
 
 @attrs.frozen(slots=True)
 class PauseCapture:
-    """Stop handing frames on until resumed (a file waits; a live capture discards and counts)."""
+    """Operator: hand on no more frames until resumed (a file waits; a live capture discards
+    and counts); then tell the dissector ``report``."""
+
+    report: Any = None
 
 
 @attrs.frozen(slots=True)
 class ResumeCapture:
-    """Hand frames on again after a pause."""
+    """Operator: go on from where the pause stopped; then tell the dissector ``report``."""
+
+    report: Any = None
 
 
 def pace_factor(pace: str | float | None) -> float | None:
@@ -104,6 +109,7 @@ class FileCaptureActor(SupervisedActor):
         self.paused_at = 0.0
         self.started = 0.0
         self.first_ts: float | None = None  # capture time that maps to ``started`` when pacing
+        self._scheduled = False  # a ReadMore is in the mailbox
 
     def start_child(self) -> None:
         self.started = self.clock()
@@ -116,7 +122,13 @@ class FileCaptureActor(SupervisedActor):
             self.ready.append(FrameBatch([], final=True))
             self.finished = True
         self.counters.setdefault("capture_bytes_read", 0)
-        self.actor_ref.tell(ReadMore())
+        self.counters["capture_paused"] = 0
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.actor_ref.tell(ReadMore())
 
     def stop_child(self) -> None:
         if self.file is not None:
@@ -125,10 +137,9 @@ class FileCaptureActor(SupervisedActor):
 
     @handles(ReadMore)
     def on_read_more(self, _: ReadMore) -> None:
+        self._scheduled = False
         if self.paused:
-            time.sleep(NAP)
-            self.actor_ref.tell(ReadMore())
-            return
+            return  # ResumeCapture schedules the next read
         if not self.ready and not self.finished:
             self._read_chunk()
         while self.ready:
@@ -137,10 +148,10 @@ class FileCaptureActor(SupervisedActor):
                 batch, wait = self._due(batch)
                 if batch is None:
                     time.sleep(min(wait, NAP))
-                    self.actor_ref.tell(ReadMore())
+                    self._schedule()
                     return
             if not self.downstream.acquire(timeout=NAP):
-                self.actor_ref.tell(ReadMore())  # let stop requests in, then try again
+                self._schedule()  # let stop and pause requests in, then try again
                 return
             if batch is self.ready[0]:
                 self.ready.pop(0)
@@ -151,7 +162,7 @@ class FileCaptureActor(SupervisedActor):
             self._progress()
             self.directory.tell("dissector", batch)
         if not self.finished:
-            self.actor_ref.tell(ReadMore())
+            self._schedule()
 
     def _progress(self) -> None:
         """Bytes of the file behind the frames handed on so far (read-ahead excluded), for progress."""
@@ -198,19 +209,28 @@ class FileCaptureActor(SupervisedActor):
             self.frames = []
             self.finished = True
         self.paused = False
-        self.actor_ref.tell(ReadMore())
+        self.counters["capture_paused"] = 0
+        self._schedule()
 
     @handles(PauseCapture)
-    def on_pause(self, _: PauseCapture) -> None:
+    def on_pause(self, pause: PauseCapture) -> None:
+        """Frames already handed on are still dissected; the report follows them."""
         if not self.paused:
             self.paused = True
             self.paused_at = self.clock()
+        self.counters["capture_paused"] = 1
+        if pause.report is not None:
+            self.directory.tell("dissector", pause.report)
 
     @handles(ResumeCapture)
-    def on_resume(self, _: ResumeCapture) -> None:
+    def on_resume(self, resume: ResumeCapture) -> None:
         if self.paused:
             self.paused = False
             self.started += self.clock() - self.paused_at  # pacing resumes where it left off
+        self.counters["capture_paused"] = 0
+        self._schedule()
+        if resume.report is not None:
+            self.directory.tell("dissector", resume.report)
 
     def _read_chunk(self) -> None:
         chunk = self.file.read(CHUNK)

@@ -439,9 +439,17 @@ class RingCaptureActor(SupervisedActor):
             self.block = (self.block + 1) % self.settings.block_count
 
     @handles(PauseCapture)
-    def on_pause(self, _: PauseCapture) -> None:
+    def on_pause(self, pause: PauseCapture) -> None:
+        """Operator: discard (and count) what arrives until resumed; frames already handed
+        on are still dissected, and the report follows them."""
         self.paused = True
+        self.counters["capture_paused"] = 1
+        if pause.report is not None:
+            self.directory.tell("dissector", pause.report)
 
     @handles(ResumeCapture)
-    def on_resume(self, _: ResumeCapture) -> None:
+    def on_resume(self, resume: ResumeCapture) -> None:
         self.paused = False
+        self.counters["capture_paused"] = 0
+        if resume.report is not None:
+            self.directory.tell("dissector", resume.report)

@@ -465,6 +465,8 @@ class UplinkActor(SupervisedActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
+        # all the credit the Core granted is in flight: the Core holds the probe back
+        self.metrics.set("uplink_credit_exhausted", 1.0 if self.ws is not None and self.in_flight >= self.credit > 0 else 0.0)
         if self.backpressure and self._backpressure_since is not None:
             self.metrics.inc("uplink_backpressure_seconds_total", tick.now - self._backpressure_since)
             self._backpressure_since = tick.now

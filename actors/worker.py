@@ -22,6 +22,7 @@ from actors.base import SupervisedActor, handles
 from actors.credit import Window
 from actors.messages import EventBatch
 from actors.metrics import Metrics
+from actors.replies import ReplyBoard
 from actors.supervisor import Directory
 from protocols.errors import TransientError
 from protocols.events.base import EncodedEvent
@@ -39,7 +40,7 @@ class WorkerExited:
 
 
 #: counters a dissection process reports that are levels, not running totals
-GAUGES = frozenset({"active_flows", "capture_open"})
+GAUGES = frozenset({"active_flows", "capture_open", "capture_paused"})
 
 #: dissection-process counters forwarded into the delivery process's metrics (deltas)
 _METRIC_OF = {
@@ -71,6 +72,7 @@ class SourceTracker:
         self.done: list[bool] = [False] * workers
         self.errors: list[str | None] = [None] * workers
         self.changed = threading.Event()
+        self.replies = ReplyBoard()  # answers to operator requests (pause, flows, flush, ...)
 
     def restarted(self, index: int) -> None:
         """A new process takes slot ``index``: fold the last one's counters into the base."""
@@ -241,6 +243,8 @@ class DissectionWorker(SupervisedActor):
         elif kind == "stats":
             self.tracker.update(self.index, message["c"])
             self._forward_metrics(message["c"])
+        elif kind == "reply":
+            self.tracker.replies.deliver(message)
         elif kind == "done":
             self._done = True
             self.tracker.finish(self.index, message["c"], message.get("error"))

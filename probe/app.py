@@ -22,18 +22,24 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pykka
 
+from actors.alerts import AlertBoard, AlertsActor, AlertSettings
 from actors.buffer import BufferActor
+from actors.console import ConsoleActor, ConsoleSettings, EventTap
 from actors.credit import Window
 from actors.messages import Shed
-from actors.metrics import Metrics
+from actors.metrics import Metrics, Series
+from actors.resources import ResourceBudgets, ResourceSampler, ResourcesActor, Shedder
 from actors.sequencer import Sequencer
 from actors.signer import SignerActor
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from actors.uplink import TransmissionGate, UplinkActor, UplinkSettings
 from actors.worker import DissectionWorker, SourceTracker
-from probe.config import Config
+from probe.config import Config, ConfigError
+from probe.control import ProbeControl
 from probe.core.embedded import EmbeddedCore
+from probe.health import HealthWriter, health_path
 from probe.identity import IdentityGuard, ProbeIdentity, ReloadResult
+from probe.metrics_http import MetricsServer
 from storage.accounting import Accounts
 from storage.buffer import TieredBuffer
 from storage.memtier import MemoryTier
@@ -46,6 +52,9 @@ log = logging.getLogger("probe.app")
 
 #: capture-file counters that are totals, not reasons for skipping
 _CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
+
+#: drop reasons exported at 0 before the first drop (others appear when they happen)
+DROP_REASONS = ("buffer_full", "signature", "encoding", "memory_budget")
 
 
 def file_source_id(path: str, config: Config) -> str:
@@ -86,6 +95,14 @@ class ProbeApp:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.sources: list[str] = []
+        self.capture_paused = False  # set by the console's pause; a restarted worker starts paused
+        self.operator_stop: str | None = None  # set by the console's shutdown: drain, then stop
+        self.event_tap = EventTap()  # the console's live tail taps the signer's output
+        #: raised alerts and their history (the console reads it; survives actor restarts)
+        self.alerts = AlertBoard()
+        self.metrics_server: MetricsServer | None = None
+        self.health: HealthWriter | None = None
+        self.shedder: Shedder | None = None
 
     # --- building ---------------------------------------------------------------------
 
@@ -93,6 +110,11 @@ class ProbeApp:
         cfg = self.config
         self.started_at = time.monotonic()
         os.makedirs(cfg.probe.data_dir, exist_ok=True)
+        if cfg.metrics.port is not None:
+            try:
+                self.metrics_server = MetricsServer(self.metrics, cfg.metrics.port).start()
+            except OSError as exc:
+                raise ConfigError("metrics.port", f"cannot listen on 127.0.0.1:{cfg.metrics.port}: {exc.strerror}") from None
         key_path = cfg.identity.key or cfg.data_path("identity", "probe.key")
         ident = cfg.identity
         self.identity = ProbeIdentity(cfg.probe_id, key_path, cert_path=ident.cert, ca_path=ident.ca, core_ca_path=ident.core_ca)
@@ -110,18 +132,28 @@ class ProbeApp:
         self.buffer_window = Window(cfg.capture.window_batches)
         self.workers = self._worker_specs()
         self.tracker = SourceTracker(len(self.workers))
+        self.control = ProbeControl(self)
+        self.metrics.add_collector(self._collected_series)
+        self._declare_metrics()
+        self.shedder = Shedder(self.buffer, self.directory, self.metrics, self.worker_names)
+        self.health = HealthWriter(health_path(cfg.probe.data_dir), cfg.alerts.evaluate_interval)
         specs = [
             ChildSpec("buffer", self._start_buffer),
             ChildSpec("signer", self._start_signer),
             ChildSpec("uplink", self._start_uplink),
-        ] + [ChildSpec(f"worker-{i}", self._worker_starter(i)) for i in range(len(self.workers))]
+            ChildSpec("console", self._start_console),
+            ChildSpec("resources", self._start_resources),
+            ChildSpec("alerts", self._start_alerts),
+        ] + [ChildSpec(name, self._worker_starter(i)) for i, name in enumerate(self.worker_names())]
         s = cfg.supervisor
         self.supervisor = Supervisor.start(
             specs,
             self.directory,
             SupervisorSettings(s.max_restarts, s.restart_window, s.restart_backoff_initial, s.restart_backoff_max, s.max_tree_restarts),
             SupervisorHooks(halt=self._halt, shed=self._shed, fatal=self._fatal),
+            metrics=self.metrics,
         )
+        self.publish_health()
 
     def _start_embedded_core(self) -> str:
         ident = self.config.identity
@@ -186,6 +218,7 @@ class ProbeApp:
                 out["source"] = self._live_source(index)
                 self.sources.append(out["source"])
             out["resume_ordinal"] = self.sequencer.ordinal(out["source"])
+            out["paused"] = self.capture_paused
             return out
 
         def start(sup: pykka.ActorRef) -> pykka.ActorRef:
@@ -201,6 +234,36 @@ class ProbeApp:
 
         return start
 
+    def worker_names(self) -> list[str]:
+        return [f"worker-{i}" for i in range(len(self.workers))]
+
+    def _start_resources(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        r = self.config.resources
+        budgets = ResourceBudgets(
+            memory_bytes=r.memory_mb << 20,
+            spool_quota_bytes=self.spool.quota_bytes,
+            shed_at=r.shed_at,
+            min_free_disk_bytes=r.min_free_disk_mb << 20,
+            cpu_cores=r.cpu_cores,
+            check_interval=r.check_interval,
+        )
+        sampler = ResourceSampler(self.config.probe.data_dir, lambda: self.spool.bytes_used)
+        return ResourcesActor.start(sup, budgets=budgets, sampler=sampler, shedder=self.shedder, buffer=self.buffer, metrics=self.metrics)
+
+    def _start_alerts(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        a = self.config.alerts
+        settings = AlertSettings(**{f.name: getattr(a, f.name) for f in attrs.fields(AlertSettings)})
+        return AlertsActor.start(
+            sup,
+            settings=settings,
+            metrics=self.metrics,
+            board=self.alerts,
+            directory=self.directory,
+            signer_window=self.signer_window,
+            source=f"alerts:{self.identity.boot_id}",
+            after_evaluate=lambda board: self.publish_health(),
+        )
+
     def _start_buffer(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         return BufferActor.start(sup, buffer=self.buffer, directory=self.directory, inbox=self.buffer_window, metrics=self.metrics)
 
@@ -213,7 +276,21 @@ class ProbeApp:
             inbox=self.signer_window,
             downstream=self.buffer_window,
             metrics=self.metrics,
+            tap=self.event_tap.publish,
         )
+
+    def _start_console(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        c = self.config.console
+        settings = ConsoleSettings(
+            path=self.config.console_socket,
+            group=c.group,
+            allow_users=tuple(c.allow_users),
+            max_clients=c.max_clients,
+            max_line=c.max_line_bytes,
+            client_buffer=c.client_buffer_bytes,
+            tail_rate=float(c.tail_events_per_second),
+        )
+        return ConsoleActor.start(sup, settings=settings, backend=self.control, tap=self.event_tap, metrics=self.metrics)
 
     def _start_uplink(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         u = self.config.uplink
@@ -267,11 +344,85 @@ class ProbeApp:
         return self.guard.status()
 
     def _shed(self, reason: str) -> None:
-        self.directory.tell("buffer", Shed(reason), wait=0)
+        if self.shedder is not None:
+            self.shedder.shed(reason)
+        else:
+            self.directory.tell("buffer", Shed(reason), wait=0)
 
     def _fatal(self, message: str) -> None:
         self.fatal_message = message
         self.stop_requested.set()
+        self.publish_health()
+
+    # --- observability ----------------------------------------------------------------
+
+    def _declare_metrics(self) -> None:
+        """Every series the design names exists from the start (at 0), so dashboards and
+        alert rules see a value, not an absence, before the first failure."""
+        for name in ("uplink_connection_failures_total", "uplink_backpressure_seconds_total", "signature_failures_total", "supervisor_tree_restarts_total"):
+            self.metrics.inc(name, 0)
+        for child in ["buffer", "signer", "uplink", "resources", "alerts"] + self.worker_names():
+            for strategy in ("restart", "halt", "shed"):
+                self.metrics.inc("supervisor_restarts_total", 0, child=child, strategy=strategy)
+
+    def _collected_series(self) -> list[Series]:
+        """Figures with an exact source: the event accounting and the dissection counters."""
+        now = self.buffer.accounts()
+        run = now.minus(self.accounts_at_start)
+        out: list[Series] = [
+            ("counter", "events_delivered_total", {}, float(run.delivered)),
+            ("gauge", "events_pending", {}, float(now.pending)),
+        ]
+        dropped = {reason: 0 for reason in DROP_REASONS}
+        dropped.update(run.dropped)
+        out += [("counter", "events_dropped_total", {"reason": reason}, float(n)) for reason, n in sorted(dropped.items())]
+        totals = self.tracker.totals()
+        out.append(("counter", "packets_captured_total", {}, float(totals.get("capture_packets", totals.get("packets", 0)))))
+        out.append(("counter", "kernel_drops_total", {}, float(totals.get("kernel_drops", 0))))
+        return out
+
+    def status(self) -> str:
+        """ok, degraded (alerts raised), halted (identity), failed (fatal) or stopped."""
+        if self.fatal_message:
+            return "failed"
+        if self.supervisor is None and self.finished_at:
+            return "stopped"
+        if self.gate.halted:
+            return "halted"
+        return "degraded" if self.alerts.active() else "ok"
+
+    def health_document(self) -> dict[str, Any]:
+        """What health.json says (``probe health`` reads it)."""
+        uplink = [labels.get("state") for labels, v in self.metrics.gauges("uplink_state") if v >= 1]
+        return {
+            "status": self.status(),
+            "probe_id": self.identity.probe_id,
+            "boot_id": self.identity.boot_id,
+            "uplink": uplink[0] if uplink else "starting",
+            "halt_reason": self.gate.reason,
+            "alerts": [a["key"] for a in self.alerts.active()],
+            "fatal": self.fatal_message,
+            "pending": self.buffer.pending,
+            "metrics_port": self.metrics_server.port if self.metrics_server else None,
+        }
+
+    def publish_health(self) -> None:
+        if self.health is None:
+            return
+        try:
+            self.health.write(self.health_document())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.health.path, exc, extra={"component": "health", "event": "health_write_failed"})
+
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text format (the console's ``metrics`` view)."""
+        from probe.metrics_http import exposition
+
+        return exposition(self.metrics)
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        """The metrics as a flat dict (the console's JSON view)."""
+        return self.metrics.snapshot()
 
     # --- running ----------------------------------------------------------------------
 
@@ -286,16 +437,9 @@ class ProbeApp:
         self.stop_requested.set()
 
     def control_workers(self, command: str) -> None:
-        """Send a control line (stop, pause, resume) to every dissection process."""
+        """Send a control line without an answer (stop) to every dissection process."""
         for index in range(len(self.workers)):
             self.directory.tell(f"worker-{index}", {"t": command}, wait=0)
-
-    def pause_capture(self) -> None:
-        """Hold the sources: a replay waits, a live capture discards (and counts) what arrives."""
-        self.control_workers("pause")
-
-    def resume_capture(self) -> None:
-        self.control_workers("resume")
 
     def wait(self, poll: float = 0.05) -> str:
         """Block until the run ends; return why: "complete", "stopped", "drain_timeout",
@@ -316,6 +460,8 @@ class ProbeApp:
                 return "fatal"
             if self.stop_now.is_set():
                 return "interrupted"
+            if self.stop_requested.is_set() and self.operator_stop:
+                return "stopped"  # the console's shutdown stopped the sources and drained already
             now = time.monotonic()
             if self.stop_requested.is_set() and not self.tracker.all_done():
                 if self.sources_stopped_at is None:
@@ -328,7 +474,7 @@ class ProbeApp:
                     self.control_workers("stop")
             if self.pipeline_idle():
                 if self.buffer.pending == 0:
-                    return "stopped" if self.sources_stopped_at is not None else "complete"
+                    return "stopped" if self.sources_stopped_at is not None or self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
                 drain_started = drain_started or now
@@ -345,6 +491,10 @@ class ProbeApp:
                 log.error("the actor tree did not stop within 60 s")
             self.supervisor = None
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if hasattr(self, "identity") and hasattr(self, "spool"):
+            self.publish_health()
         if self.core is not None:
             self.core.stop()
         if getattr(self, "spool", None) is not None:
@@ -410,5 +560,8 @@ class ProbeApp:
                 "halt_reason": self.gate.reason,
             },
             "accounting": now.as_dict(),
+            "restarts": {f"{labels['child']}:{labels['strategy']}": int(v) for kind, name, labels, v in self.metrics.items() if name == "supervisor_restarts_total" and v},
+            "tree_restarts": int(self.metrics.total("supervisor_tree_restarts_total")),
+            "alerts": self.alerts.history(),
             "fatal": self.fatal_message,
         }

@@ -62,6 +62,18 @@ def fraction(value: Any) -> str | None:
     return None if value is None or 0 < value <= 1 else "must be in (0, 1]"
 
 
+def existing_group(value: Any) -> str | None:
+    import grp
+
+    if value is None:
+        return None
+    try:
+        grp.getgrgid(int(value)) if str(value).isdigit() else grp.getgrnam(value)
+    except KeyError:
+        return f"no group {value} on this host"
+    return None
+
+
 def host_port(value: Any) -> str | None:
     host, sep, port = str(value).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -151,13 +163,21 @@ class CoreSection:
 @attrs.frozen
 class ConsoleSection:
     socket: str = setting("", "console Unix socket; empty means DATA_DIR/console.sock")
-    group: str | None = setting(None, "group allowed to use the console (socket mode 0660)")
+    group: str | None = setting(None, "group allowed to use the console (socket mode 0660)", check=existing_group)
     allow_users: list[str] = setting([], "users allowed besides root and the probe's own user")
+    max_clients: int = setting(128, "console connections at once; more are refused with a busy error", check=positive)
+    max_line_bytes: int = setting(65536, "longest request line; a longer one is answered with an error and discarded", check=positive)
+    client_buffer_bytes: int = setting(1 << 20, "output buffered per client; a client that lets more pile up is disconnected", check=positive)
+    tail_events_per_second: int = setting(2000, "events a second the live tail decodes at most; the rest are counted as dropped", check=positive)
+
+
+def port_number(value: Any) -> str | None:
+    return None if value is None or 0 <= value <= 65535 else "must be a port number (0 picks a free one)"
 
 
 @attrs.frozen
 class MetricsSection:
-    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics", flag="--metrics-port")
+    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port, written to health.json)", flag="--metrics-port", check=port_number)
 
 
 @attrs.frozen
@@ -168,12 +188,18 @@ class AlertsSection:
     drops_per_second: float = setting(100.0, "alert when events are dropped faster than this", check=non_negative)
     signature_failures_per_min: float = setting(10.0, "alert when signing fails more often than this per minute", check=non_negative)
     resource_utilization: float = setting(0.9, "alert when any resource is used beyond this fraction of its budget", check=fraction)
+    connection_failures_window: float = setting(60.0, "seconds of the sliding window connection failures are counted over", check=positive)
+    drops_window: float = setting(10.0, "seconds of the sliding window dropped events are counted over", check=positive)
+    signature_failures_window: float = setting(60.0, "seconds of the sliding window signature failures are counted over", check=positive)
+    evaluate_interval: float = setting(1.0, "seconds between alert evaluations (and rewrites of DATA_DIR/health.json)", check=positive)
 
 
 @attrs.frozen
 class ResourcesSection:
-    memory_mb: int = setting(1024, "resident memory budget of the delivery process in megabytes", check=positive)
-    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing", check=non_negative)
+    memory_mb: int = setting(1024, "resident memory budget in megabytes: anonymous resident memory of the delivery process and its dissection processes together", check=positive)
+    shed_at: float = setting(0.85, "fraction of the memory budget at which load is shed, so that use stays under the budget", check=fraction)
+    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing (new events go to the memory tier)", check=non_negative)
+    cpu_cores: float = setting(0.0, "CPU budget in cores for the alert on CPU use; 0 means every core of the machine", check=non_negative)
     check_interval: float = setting(1.0, "seconds between resource checks", check=positive)
 
 
@@ -215,6 +241,11 @@ class Config:
 
     def data_path(self, *parts: str) -> str:
         return os.path.join(self.probe.data_dir, *parts)
+
+    @property
+    def console_socket(self) -> str:
+        """Where the console listens (and where ``probe console`` looks)."""
+        return self.console.socket or self.data_path("console.sock")
 
 
 def _sections() -> dict[str, type]:
@@ -306,6 +337,9 @@ def _check_across(config: Config) -> None:
         raise ConfigError("capture.pcap", "give either a capture file or an interface, not both")
     if config.uplink.backoff_initial > config.uplink.backoff_max:
         raise ConfigError("uplink.backoff_initial", "must not exceed uplink.backoff_max")
+    socket_path = config.console.socket or config.data_path("console.sock")
+    if len(os.fsencode(os.path.abspath(socket_path))) > 107:
+        raise ConfigError("console.socket", f"{socket_path} is too long for a Unix socket (107 bytes at most)")
     url = config.uplink.core_url
     if url is not None and not (url.startswith("ws://") or url.startswith("wss://")):
         raise ConfigError("uplink.core_url", "must start with ws:// or wss://")

@@ -2,10 +2,11 @@
 
 Started by the delivery process as ``python -m probe.worker``; reads its spec (one JSON
 line) and then control lines on stdin (``{"t": "stop"}`` ends the source gracefully,
-``pause``/``resume`` hold and release the capture, ``kill`` ends at once), writes
-length-prefixed msgpack messages (event batches, counters, done) on stdout, and logs on
-stderr. Keeping dissection in its own process keeps its GIL away from signing, LMDB and
-sockets.
+``kill`` ends at once, ``shed`` evicts idle flows; the operator's ``pause``, ``resume``,
+``flows``, ``flush`` and ``loglevel`` carry an ``id`` and are answered with a ``reply``
+message), writes length-prefixed msgpack messages (event batches, counters, done) on
+stdout, and logs on stderr. Keeping dissection in its own process keeps its GIL away
+from signing, LMDB and sockets.
 
 The capture is a file replay (``{"kind": "file", "path", "pace"}``) or a live ring
 (``{"kind": "ring", "ring": RingSettings fields}``). The flow engine and the capture
@@ -21,13 +22,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
 
 from actors.capture import FileCaptureActor, PauseCapture, ResumeCapture, StopCapture
 from actors.credit import Window
-from actors.dissector import DissectorActor
+from actors.dissector import DissectorActor, EvictFlows, FlushFlows, ReportCounters, TopFlows
 from actors.outbox import Outbox
 from actors.ring_capture import RingCaptureActor, RingSettings
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
@@ -35,10 +37,6 @@ from probe.logs import setup_logging
 from protocols.dissect import DissectSettings, Dissector
 
 log = logging.getLogger("probe.worker")
-
-#: control lines and the message each one sends to the capture actor
-_CAPTURE_CONTROL = {"stop": StopCapture(), "pause": PauseCapture(), "resume": ResumeCapture()}
-
 
 class WorkerProcess:
     """The actor tree of one dissection process and its lifecycle."""
@@ -122,17 +120,31 @@ class WorkerProcess:
         self.outbox.done(self.counters(), self.error)
         self.finished.set()
 
-    def control(self, command: str) -> None:
-        """A control line from the delivery process: stop (graceful), pause, resume."""
-        message = _CAPTURE_CONTROL.get(command)
-        if message is None:
-            log.warning("ignoring unknown control %r", command)
-            return
-        self.directory.tell("capture", message, wait=5)
-
     def stop_capture(self) -> None:
         """Graceful stop: end the source now; open flows are flushed as usual."""
-        self.control("stop")
+        self.directory.tell("capture", StopCapture(), wait=5)
+
+    def operator_request(self, command: dict[str, Any]) -> None:
+        """An operator's request relayed by the delivery process; answered with a reply message."""
+        kind, request_id = command["t"], command.get("id", 0)
+        if kind == "pause":
+            self.directory.tell("capture", PauseCapture(ReportCounters(request_id, {"paused": True})), wait=5)
+        elif kind == "resume":
+            self.directory.tell("capture", ResumeCapture(ReportCounters(request_id, {"paused": False})), wait=5)
+        elif kind == "flows":
+            self.directory.tell("dissector", TopFlows(request_id, int(command.get("n", 10))), wait=5)
+        elif kind == "flush":
+            now = None if self.spec["capture"]["kind"] == "file" else time.time()  # a live source runs on the wall clock
+            self.directory.tell("dissector", FlushFlows(request_id, float(command.get("idle", 1e18)), now), wait=5)
+        elif kind == "loglevel":
+            level = str(command.get("level", "")).upper()
+            if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                logging.getLogger().setLevel(level)
+            self.outbox.reply(request_id, {"level": logging.getLevelName(logging.getLogger().level).lower()})
+
+    def evict_flows(self, fraction: float) -> None:
+        """Resource pressure in the delivery process: end the oldest idle flows."""
+        self.directory.tell("dissector", EvictFlows(fraction), wait=0)
 
     def _fatal(self, message: str) -> None:
         self.error = message
@@ -161,18 +173,31 @@ class WorkerProcess:
         return self.exit_code
 
 
+#: control lines relayed from the operator's console, each answered with a reply message
+OPERATOR_REQUESTS = ("pause", "resume", "flows", "flush", "loglevel")
+
+
 def _control_loop(process: WorkerProcess) -> None:
     for line in sys.stdin:
         try:
             command = json.loads(line)
+            if not isinstance(command, dict):
+                raise ValueError("not an object")
         except ValueError:
             log.warning("ignoring malformed control line from the delivery process")
             continue
-        kind = command.get("t") if isinstance(command, dict) else None
-        if kind == "kill":
+        if command.get("t") == "stop":
+            process.stop_capture()
+        elif command.get("t") == "shed":
+            process.evict_flows(float(command.get("fraction", 0.25)))
+        elif command.get("t") == "kill":
             process.finished.set()
             return
-        process.control(str(kind))
+        elif command.get("t") in OPERATOR_REQUESTS:
+            try:
+                process.operator_request(command)
+            except (ValueError, TypeError) as exc:  # a malformed request must not end this loop
+                process.outbox.reply(command.get("id", 0), {"error": f"bad {command['t']} request: {exc}"})
     # stdin closed: the delivery process is gone; stop quietly
     process.finished.set()
 
@@ -192,6 +217,8 @@ def main() -> int:
     stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     sys.stdout = sys.stderr  # nothing but messages may reach the pipe
     process = WorkerProcess(spec, stream)
+    if spec.get("paused"):  # restarted while the operator had paused capture
+        process.directory.tell("capture", PauseCapture(), wait=30)
     threading.Thread(target=_control_loop, args=(process,), daemon=True, name="control").start()
     return process.run()
 

@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     if outcome == "fatal":
+        print(f"probe: fatal: {summary['fatal']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary["pending"] == 0 else EXIT_PENDING
 

@@ -168,3 +168,19 @@ def test_no_parser_for_unrecognised_bytes_and_no_buffering(recording) -> None:
     events, dissector = run(c.frames)
     assert recording.instances == []
     assert not [k for k in dissector.counters if k.startswith("detect:")]
+
+
+def test_evict_oldest_ends_the_least_recently_active_flows_first():
+    """Shedding memory ends whole flows, oldest activity first, each logged as a conn."""
+    from tests.protocols.packets import ethernet, frame, ipv4, udp
+
+    dissector = Dissector(DissectSettings())
+    dissector.feed([
+        frame(ethernet(ipv4("10.0.0.1", "10.0.0.2", 17, udp("10.0.0.1", "10.0.0.2", 1000 + i, 9999, b"x"))), 100.0 + i)
+        for i in range(10)
+    ])
+    assert dissector.active_flows == 10
+    events = dissector.evict_oldest(3)
+    assert [e.id.orig_p for e in events if e.KIND == "conn"] == [1000, 1001, 1002]
+    assert dissector.active_flows == 7
+    assert dissector.counters["flows_shed"] == 3
