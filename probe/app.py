@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("probe.app")
 
+#: seconds a stopping probe waits for the Core to take more of the backlog before it
+#: leaves the rest in the spool (delivered by the next run)
+STOP_DRAIN_STALL = 3.0
+
 #: capture-file counters that are totals, not reasons for skipping
 _CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
 
@@ -455,6 +459,8 @@ class ProbeApp:
     def _wait(self, poll: float) -> str:
         drain_started: float | None = None
         stop_sent = 0.0
+        last_pending = -1
+        progress_at = 0.0
         while True:
             if self.fatal_message:
                 return "fatal"
@@ -463,23 +469,31 @@ class ProbeApp:
             if self.stop_requested.is_set() and self.operator_stop:
                 return "stopped"  # the console's shutdown stopped the sources and drained already
             now = time.monotonic()
-            if self.stop_requested.is_set() and not self.tracker.all_done():
+            stopping = self.stop_requested.is_set()
+            if stopping:
                 if self.sources_stopped_at is None:
                     self.sources_stopped_at = now
-                    log.info("stopping the capture", extra={"component": "app", "event": "stopping"})
+                    log.info("stopping: ending the sources, then delivering", extra={"component": "app", "event": "stopping"})
                 elif now - self.sources_stopped_at >= self.config.capture.stop_timeout:
                     return "stop_timeout"
-                if now - stop_sent >= 1.0:  # again each second: a worker may have been restarting
+                if not self.tracker.all_done() and now - stop_sent >= 1.0:  # again each second: a worker may have been restarting
                     stop_sent = now
                     self.control_workers("stop")
             if self.pipeline_idle():
-                if self.buffer.pending == 0:
-                    return "stopped" if self.sources_stopped_at is not None or self.operator_stop else "complete"
+                pending = self.buffer.pending
+                if pending == 0:
+                    return "stopped" if stopping or self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
-                drain_started = drain_started or now
-                if now - drain_started >= self.config.uplink.drain_timeout:
-                    return "drain_timeout"
+                if stopping:  # deliver while the Core takes events; what it does not take stays spooled
+                    if pending != last_pending:
+                        last_pending, progress_at = pending, now
+                    elif now - progress_at >= STOP_DRAIN_STALL:
+                        return "stopped"
+                else:
+                    drain_started = drain_started or now
+                    if now - drain_started >= self.config.uplink.drain_timeout:
+                        return "drain_timeout"
             time.sleep(poll)
 
     def stop(self) -> None:
