@@ -42,12 +42,11 @@ class WorkerExited:
 #: counters a dissection process reports that are levels, not running totals
 GAUGES = frozenset({"active_flows", "capture_open", "capture_paused"})
 
-#: dissection-process counters forwarded into the delivery process's metrics (deltas)
+#: dissection-process counters forwarded into the delivery process's metrics (deltas);
+#: packets_captured_total and kernel_drops_total come from the tracker's totals (probe/app.py)
 _METRIC_OF = {
     "packets": "packets_dissected_total",
-    "capture_packets": "packets_captured_total",
     "kernel_packets": "kernel_packets_total",
-    "kernel_drops": "kernel_drops_total",
     "kernel_freezes": "kernel_freezes_total",
     "capture_restarts": "capture_restarts_total",
 }
