@@ -27,8 +27,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RING = ["--config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "small_ring.toml")]
 
 
-def probe(*argv: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "probe", *argv], cwd=REPO, capture_output=True, text=True, timeout=60, **kwargs)
+def probe(*argv: str) -> subprocess.CompletedProcess:
+    """Run a probe command to its end (on a timeout its whole process group is killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probe", *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Whatever is left of a probe started here (its embedded Core, its workers) goes too."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def start_probe(*argv: str) -> subprocess.Popen:
@@ -38,6 +55,7 @@ def start_probe(*argv: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own group: signals from the test reach the probe only; cleanup reaches all
     )
 
 
@@ -96,8 +114,7 @@ def test_sigint_flushes_open_flows_delivers_and_exits_0(tmp_path):
             proc.send_signal(signal.SIGINT)  # the flows are still open: only a flush logs them
             code, summary, err = finish(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            kill_group(proc)
     assert code == 0, err[-2000:]
     assert summary["outcome"] == "stopped"
     assert summary["packets"] == sent == 200 and summary["flows"] == 8
@@ -121,8 +138,7 @@ def test_a_second_signal_stops_at_once_and_the_spool_stays_good(tmp_path):
             code, summary, err = finish(proc)
             took = time.monotonic() - started
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            kill_group(proc)
     assert summary["outcome"] == "interrupted" and code == 3, err[-2000:]
     assert took < 10
     assert summary["packets"] == sent and summary["events_created"] == 4 and summary["pending"] == 4
@@ -169,8 +185,7 @@ def test_a_killed_worker_is_restarted_and_the_others_go_on(tmp_path):
             proc.send_signal(signal.SIGINT)
             code, summary, err = finish(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            kill_group(proc)
     assert code == 0, err[-2000:]
     assert summary["live"]["worker_restarts"] == 1
     assert summary["packets"] == sent and summary["flows"] == 10 and summary["events_by_kind"] == {"conn": 10}
@@ -202,7 +217,7 @@ def test_inside_a_namespace_the_default_route_and_loopback(tmp_path):
         proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.namespace, sys.executable, "-m", "probe", "run", "--json-summary", "--no-progress", *RING,
              "--interface", "lo", "--filter", "udp port 9999", "--data-dir", str(tmp_path)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         try:
             wait_capturing(proc)
@@ -211,8 +226,7 @@ def test_inside_a_namespace_the_default_route_and_loopback(tmp_path):
             proc.send_signal(signal.SIGINT)
             code, summary, err = finish(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            kill_group(proc)
     assert code == 0, err[-2000:]
     assert summary["packets"] == 30 and summary["flows"] == 1  # each datagram once, not out and in
     assert summary["live"]["kernel_packets"] == 60  # the kernel handed both copies to the socket
