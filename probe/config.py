@@ -101,6 +101,7 @@ class CaptureSection:
     ring_block_timeout_ms: int = setting(100, "TPACKET_V3 block retire timeout in milliseconds", check=positive)
     batch_packets: int = setting(2048, "packets per batch handed from capture to dissection", check=positive)
     window_batches: int = setting(8, "batches a stage may have outstanding downstream (credit window)", check=positive)
+    stop_timeout: float = setting(30.0, "seconds a stop request waits for the sources to flush their open flows", check=positive)
 
 
 @attrs.frozen
