@@ -16,7 +16,12 @@ log = logging.getLogger("probe.buffer")
 
 
 class BufferActor(SupervisedActor):
-    """Stores signed batches, applies the Core's acks, sheds on resource pressure."""
+    """Stores signed batches, applies the Core's acks, sheds on resource pressure.
+
+    Every event that leaves the buffer is counted here, by outcome, so that the metrics
+    ``events_created_total = events_delivered_total + events_dropped_total + buffer_events``
+    agree with the buffer's own accounts.
+    """
 
     name = "buffer"
     DATA_MESSAGES = (SignedEvents, EventsDropped, Acked)
@@ -27,18 +32,18 @@ class BufferActor(SupervisedActor):
         self.directory = directory
         self.inbox = inbox
         self.metrics = metrics
+        self._disk_ok = True
 
     @handles(SignedEvents)
     def on_signed(self, batch: SignedEvents) -> None:
         try:
+            outcome = self.buffer.store(batch.records, batch.progress)
             if batch.records:
-                tier = self.buffer.store(batch.records, batch.progress)
-                self.metrics.inc("events_buffered_total", len(batch.records), tier=tier)
+                self.metrics.inc("events_buffered_total", len(batch.records), tier=outcome.tier)
                 for kind, n in batch.kinds.items():
                     if n:
                         self.metrics.inc("events_created_total", n, kind=kind)
-            elif batch.progress is not None:
-                self.buffer.spool.append([], batch.progress)
+            self._count_drops(outcome.dropped)
         finally:
             self.inbox.release()
         self._publish_gauges()
@@ -48,24 +53,52 @@ class BufferActor(SupervisedActor):
     @handles(EventsDropped)
     def on_dropped(self, dropped: EventsDropped) -> None:
         self.buffer.count_dropped(dropped.reason, dropped.count)
-        self.metrics.inc("events_dropped_total", dropped.count, reason=dropped.reason)
+        self.metrics.inc("events_created_total", dropped.count, kind="unsigned")
+        self._count_drops({dropped.reason: dropped.count})
 
     @handles(Acked)
     def on_acked(self, acked: Acked) -> None:
-        delivered = self.buffer.acknowledge(acked.seq)
+        migrated = self.buffer.migrated
+        delivered, rejected = self.buffer.acknowledge(acked.seq, acked.rejected)
         if delivered:
             self.metrics.inc("events_delivered_total", delivered)
+        if rejected:
+            self._count_drops({"rejected_by_core": rejected})
+        if self.buffer.migrated > migrated:
+            self.metrics.inc("buffer_migrated_total", self.buffer.migrated - migrated)
         self._publish_gauges()
 
     @handles(Shed)
     def on_shed(self, shed: Shed) -> None:
         dropped = self.buffer.shed_memory(shed.reason)
-        if dropped:
-            self.metrics.inc("events_dropped_total", dropped, reason=shed.reason)
+        self._count_drops({shed.reason: dropped})
         log.warning("shed %d events from the memory tier (%s)", dropped, shed.reason, extra={"component": "buffer", "event": "shed", "reason": shed.reason})
+        self._publish_gauges()
+
+    def stop_child(self) -> None:
+        self._publish_gauges()
+
+    def _count_drops(self, dropped: dict[str, int]) -> None:
+        for reason, n in dropped.items():
+            if n:
+                self.metrics.inc("events_dropped_total", n, reason=reason)
+                log.warning(
+                    "dropped %d events (%s)", n, reason,
+                    extra={"component": "buffer", "event": "events_dropped", "reason": reason, "count": n},
+                )
 
     def _publish_gauges(self) -> None:
         b = self.buffer
+        if b.disk_ok != self._disk_ok:
+            self._disk_ok = b.disk_ok
+            if b.disk_ok:
+                log.info("the spool takes events again", extra={"component": "buffer", "event": "disk_recovered"})
+            else:
+                log.warning(
+                    "the spool refuses writes (%s); events go to the memory tier", b.disk_error,
+                    extra={"component": "buffer", "event": "disk_failed", "reason": b.disk_error},
+                )
+        self.metrics.set("buffer_disk_ok", 1.0 if b.disk_ok else 0.0)
         self.metrics.set("buffer_events", b.spool.pending, tier="disk")
         self.metrics.set("buffer_events", len(b.memory), tier="memory")
         self.metrics.set("buffer_bytes", b.spool.bytes_used, tier="disk")

@@ -55,9 +55,10 @@ class Stored:
 
 @attrs.frozen(slots=True)
 class Acked:
-    """The Core holds (or has accounted for) everything up to ``seq``."""
+    """The Core holds (or has accounted for) everything up to ``seq``; ``rejected`` of it it refused."""
 
     seq: int
+    rejected: int = 0
 
 
 # --- control -------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class ProbeApp:
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
         if self.core is not None:
             self.core.stop()
-        self.spool.close()
+        self.buffer.close()  # memory-tier events to disk where they fit, the rest reported; totals made durable
 
     # --- reporting --------------------------------------------------------------------
 

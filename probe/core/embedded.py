@@ -17,9 +17,10 @@ class EmbeddedCoreError(RuntimeError):
 class EmbeddedCore:
     """``python -m probe core serve`` on 127.0.0.1, its store in ``data_dir``."""
 
-    def __init__(self, data_dir: str, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, data_dir: str, listen: str = "127.0.0.1:0", args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.listen = listen
+        self.args = tuple(args)  # more ``core serve`` flags (e.g. overload knobs in tests)
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
 
@@ -32,7 +33,7 @@ class EmbeddedCore:
         if os.path.exists(ready):
             os.unlink(ready)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready],
+            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready, *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.data_dir, "core.log"), "ab"),
