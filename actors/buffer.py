@@ -102,6 +102,7 @@ class BufferActor(SupervisedActor):
         self.metrics.set("buffer_events", b.spool.pending, tier="disk")
         self.metrics.set("buffer_events", len(b.memory), tier="memory")
         self.metrics.set("buffer_bytes", b.spool.bytes_used, tier="disk")
+        self.metrics.set("buffer_file_bytes", b.spool.file_bytes(), tier="disk")
         self.metrics.set("buffer_bytes", b.memory.bytes_used, tier="memory")
-        self.metrics.set("buffer_utilization", b.spool.bytes_used / b.spool.quota_bytes, tier="disk")
+        self.metrics.set("buffer_utilization", b.spool.bytes_used / b.spool.capacity, tier="disk")
         self.metrics.set("buffer_utilization", max(len(b.memory) / b.memory.max_events, b.memory.bytes_used / b.memory.max_bytes), tier="memory")

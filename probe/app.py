@@ -226,7 +226,7 @@ class ProbeApp:
             if self.stop_requested.is_set():
                 return "stopped"
             if self.pipeline_idle():
-                if self.buffer.pending == 0:
+                if self.buffer.settled():
                     return "complete"
                 if self.gate.halted:
                     return "halted"

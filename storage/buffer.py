@@ -165,7 +165,7 @@ class TieredBuffer:
         """Move the memory tier's oldest events into the spool while it has room; return how many."""
         moved = 0
         while len(self.memory) and self.disk_ok:
-            room = self.spool.quota_bytes - self.spool.bytes_used
+            room = self.spool.capacity - self.spool.bytes_used
             chunk = self.memory.oldest(MIGRATE_CHUNK, room)
             chunk = self._fit(chunk, room)
             if not chunk:
@@ -400,6 +400,10 @@ class TieredBuffer:
     @property
     def pending(self) -> int:
         return self.spool.pending + len(self.memory)
+
+    def settled(self) -> bool:
+        """Nothing left for the Core: no event pending and no drop report unacknowledged."""
+        return self.pending == 0 and not self.drop_reports(0)
 
     def first_seq(self) -> int:
         firsts = [s for s in (self.spool.first_seq(), self.memory.first_seq()) if s]

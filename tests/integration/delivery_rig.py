@@ -44,6 +44,30 @@ def weird_events(n: int, start: int = 0) -> list:
     return [encode_body(Weird(1_700_000_000.0 + i, f"test_{i}")) for i in range(start, start + n)]
 
 
+def conn_events(n: int, start: int = 0) -> list:
+    """``n`` distinct encoded conn events shaped like real ones (about 430-byte bodies)."""
+    from protocols.events.base import ConnId
+    from protocols.events.conn import Conn
+
+    return [
+        encode_body(
+            Conn(
+                1_700_000_000.0 + i * 0.001, f"C{i:017x}", ConnId(f"10.1.{i >> 8 & 255}.{i & 255}", 40000 + i % 20000, "10.0.0.2", 445),
+                "tcp", "smb", 1.25, 1000 + i, 2000 + i, "SF", None, None, 0, "ShADadFf", 10, 1500, 12, 2500, None, 6,
+            )
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def rss_anon() -> int:
+    """Anonymous resident memory of this process in bytes (the heap; not the spool's mapped file)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
 class DeliveryRig:
     def __init__(
         self,
@@ -289,19 +313,22 @@ class ProbeProcess:
         self.config.write_text(
             f'[probe]\nid = "{self.probe_id}"\n[logging]\nfile = "{self.log_path}"\nlevel = "info"\n{self.settings}\n'
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "probe", "run", "--config", str(self.config), "--pcap", str(self.pcap),
-             "--core", self.core_url, "--data-dir", str(self.data_dir), "--json-summary"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        # files, not pipes: the dissection process inherits them and may outlive a killed probe
+        with open(self.data_dir / "stdout.txt", "wb") as out, open(self.data_dir / "stderr.txt", "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "probe", "run", "--config", str(self.config), "--pcap", str(self.pcap),
+                 "--core", self.core_url, "--data-dir", str(self.data_dir), "--json-summary"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            )
 
     def wait(self, timeout: float) -> dict[str, Any]:
         """Wait for the run to end; its JSON summary."""
         assert self.proc is not None
-        out, err = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
         if self.proc.returncode not in (0, 3):
-            raise AssertionError(f"probe exited {self.proc.returncode}: {err.decode()[-2000:]}")
-        return json.loads(out.decode().strip().splitlines()[-1])
+            err = (self.data_dir / "stderr.txt").read_text()[-2000:]
+            raise AssertionError(f"probe exited {self.proc.returncode}: {err}")
+        return json.loads((self.data_dir / "stdout.txt").read_text().strip().splitlines()[-1])
 
     def children(self) -> list[int]:
         """Pids of the probe's child processes (its dissection process)."""
@@ -314,20 +341,26 @@ class ProbeProcess:
                 continue
         return pids
 
+    def stop(self, timeout: float = 60) -> dict[str, Any]:
+        """SIGTERM, as an operator stops it: the run ends gracefully; its summary."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
     def kill(self) -> list[int]:
         """SIGKILL the delivery process (no shutdown code runs); return the children it left."""
         assert self.proc is not None
         children = self.children()
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=30)
+        self.proc.wait(timeout=30)
         assert self.proc.returncode == -signal.SIGKILL
-        return _reap(children, grace=5.0)
+        return _reap(children, grace=1.0)
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             children = self.children()
             self.proc.kill()
-            self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
             _reap(children, grace=0.0)
 
     def log_events(self, event: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ def batch(first: int, n: int, size: int = 100) -> list[tuple[int, bytes]]:
 
 
 def make(path, quota_records: int, memory_events: int, **kw) -> TieredBuffer:
-    spool = Spool(str(path), quota_records * (100 + RECORD_OVERHEAD))
+    spool = Spool(str(path), quota_records * (100 + RECORD_OVERHEAD), record_share=1.0)
     return TieredBuffer(spool, MemoryTier(memory_events, 1 << 20), **kw)
 
 
@@ -127,7 +127,7 @@ def test_close_keeps_what_fits_and_reports_the_rest_as_shutdown(tmp_path):
     buf.count_dropped("signature", 2)
     acc = buf.close()
     assert acc.balanced and acc.dropped == {SHUTDOWN: 5, "signature": 2} and acc.pending == 10
-    again = TieredBuffer(Spool(str(tmp_path), 10 * (100 + RECORD_OVERHEAD)), MemoryTier(100, 1 << 20))
+    again = TieredBuffer(Spool(str(tmp_path), 10 * (100 + RECORD_OVERHEAD), record_share=1.0), MemoryTier(100, 1 << 20))
     acc2 = again.accounts()
     assert (acc2.created, acc2.dropped, acc2.pending, acc2.balanced) == (17, {SHUTDOWN: 5, "signature": 2}, 10, True)
     reports = again.drop_reports(0)
