@@ -47,6 +47,7 @@ class FileCaptureActor(SupervisedActor):
         downstream: Window,
         batch_packets: int,
         on_error: Callable[[str], None],
+        publish: Callable[[dict[str, int]], None],
     ) -> None:
         super().__init__(supervisor)
         self.path = path
@@ -54,6 +55,7 @@ class FileCaptureActor(SupervisedActor):
         self.downstream = downstream
         self.batch_packets = batch_packets
         self.on_error = on_error
+        self.publish = publish
         self.reader = CaptureReader()
         self.file: Any = None
         self.frames: list = []
@@ -109,6 +111,7 @@ class FileCaptureActor(SupervisedActor):
             self.frames += self.reader.close()
         if self.reader.error:
             self.on_error(f"{self.path}: {self.reader.error}")
+        self.publish(self.counters())
         end = not chunk or self.reader.error is not None
         size = self.batch_packets
         while len(self.frames) >= size:
@@ -120,7 +123,7 @@ class FileCaptureActor(SupervisedActor):
             self.finished = True
 
     def counters(self) -> dict[str, int]:
-        out = {f"capfile:{k}": v for k, v in dict(self.reader.counters).items()}  # dict() copies atomically under the GIL
+        out = {f"capfile:{k}": v for k, v in self.reader.counters.items()}
         out["capture_bytes_read"] = self.bytes_read
         out["capture_file_size"] = self.size
         return out

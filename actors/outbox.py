@@ -24,6 +24,8 @@ class Outbox:
         self.resume_ordinal = resume_ordinal
         self.next_ordinal = 0
         self.encoding_failures = 0
+        #: events not sent because an earlier run already committed them
+        self.already_stored = 0
         self._lock = threading.Lock()
 
     def _write(self, message: dict[str, Any]) -> None:
@@ -37,6 +39,7 @@ class Outbox:
         first = self.next_ordinal
         self.next_ordinal += len(events)
         skip = max(0, min(len(events), self.resume_ordinal - first))
+        self.already_stored += skip
         if skip == len(events):
             return 0
         encoded: list[Any] = []

@@ -135,7 +135,15 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         for name in self.order:
-            self._start(name)
+            try:
+                self._start(name)
+            except Exception as exc:  # a child that cannot be built at all: the tree cannot run
+                message = f"child {name} could not start: {type(exc).__name__}: {exc}"
+                log.error(message, extra={"component": "supervisor", "event": "fatal"})
+                self._stop_children()
+                self.state = "failed"
+                self.hooks.fatal(message)
+                return
         self.state = "running"
 
     def on_stop(self) -> None:

@@ -219,6 +219,11 @@ class ProbeApp:
 
     def wait(self, poll: float = 0.05) -> str:
         """Block until the run ends; return why: "complete", "drain_timeout", "stopped" or "fatal"."""
+        outcome = self._wait(poll)
+        self.finished_at = time.monotonic()
+        return outcome
+
+    def _wait(self, poll: float) -> str:
         drain_started: float | None = None
         while True:
             if self.fatal_message:
@@ -236,7 +241,7 @@ class ProbeApp:
             time.sleep(poll)
 
     def stop(self) -> None:
-        self.finished_at = time.monotonic()
+        self.finished_at = self.finished_at or time.monotonic()
         if self.supervisor is not None:
             try:
                 self.supervisor.stop(block=True, timeout=60)
@@ -271,7 +276,7 @@ class ProbeApp:
             "flows": counters.get("flows", kinds.get("conn", 0)),
             "events_by_kind": kinds,
             "events_created": run.created,
-            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")),
+            "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
             "delivered": run.delivered,
             "dropped": run.dropped,
             "pending": now.pending,

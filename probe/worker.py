@@ -41,7 +41,7 @@ class WorkerProcess:
         self.engine = Dissector(DissectSettings(**spec.get("dissect", {})))
         self.directory = Directory()
         self.frames_window = Window(spec.get("window_batches", 8))
-        self.capture: FileCaptureActor | None = None
+        self.capture_counters: dict[str, int] = {}
         specs = [
             ChildSpec("dissector", self._start_dissector),
             ChildSpec("capture", self._start_capture),
@@ -68,16 +68,18 @@ class WorkerProcess:
         source = self.spec["capture"]
         if source["kind"] != "file":
             raise ValueError(f"unsupported capture kind {source['kind']!r}")
-        ref = FileCaptureActor.start(
+        return FileCaptureActor.start(
             sup,
             path=source["path"],
             directory=self.directory,
             downstream=self.frames_window,
             batch_packets=self.spec.get("batch_packets", 2048),
             on_error=self._source_error,
+            publish=self._capture_counters,
         )
-        self.capture = ref._actor  # counters are read from the dissector thread (copies only)
-        return ref
+
+    def _capture_counters(self, counters: dict[str, int]) -> None:
+        self.capture_counters = counters  # replaced whole, so readers never see a half update
 
     def _source_error(self, message: str) -> None:
         if self.error is None:
@@ -100,9 +102,9 @@ class WorkerProcess:
 
     def counters(self) -> dict[str, int]:
         out = dict(self.engine.counters)
-        if self.capture is not None:
-            out.update(self.capture.counters())
+        out.update(self.capture_counters)
         out["encoding_failures"] = self.outbox.encoding_failures
+        out["events_already_stored"] = self.outbox.already_stored
         if self.error:
             out["source_errors"] = 1
         return out

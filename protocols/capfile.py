@@ -280,19 +280,23 @@ class CaptureReader:
         sec = self._section
         while self.error is None:
             if sec is not None and off <= last_head:
-                # Fast path: a complete, well-formed enhanced packet block.
-                btype, blen, ifid, hi, lo, caplen, wirelen = sec.epb_head(buf, off)
-                nxt = off + blen
-                if (btype == _EPB and nxt <= end and caplen <= blen - 32 and not blen & 3
-                        and blen <= MAX_BLOCK and sec.u32(buf, nxt - 4)[0] == blen
-                        and ifid < len(self._interfaces)):
-                    linktype, units, tsoffset, snaplen = self._interfaces[ifid]
+                # Fast path: a run of complete, well-formed enhanced packet blocks.
+                head = sec.epb_head
+                trailer = sec.u32
+                interfaces = self._interfaces
+                known = len(interfaces)
+                while off <= last_head:
+                    btype, blen, ifid, hi, lo, caplen, wirelen = head(buf, off)
+                    nxt = off + blen
+                    if (btype != _EPB or nxt > end or caplen > blen - 32 or blen & 3
+                            or blen > MAX_BLOCK or ifid >= known or trailer(buf, nxt - 4)[0] != blen):
+                        break
+                    linktype, units, tsoffset, snaplen = interfaces[ifid]
                     if caplen > snaplen:
                         self._count("caplen_over_snaplen")
                     append((tsoffset + ((hi << 32) | lo) / units, linktype,
                             buf[off + 28:off + 28 + caplen], wirelen))
                     off = nxt
-                    continue
             # Anything else, including every malformed or partial block, goes the long way.
             off, need = self._parse_block(buf, off, out)
             if need:

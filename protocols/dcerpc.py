@@ -17,6 +17,7 @@ from protocols.analyzer import Analyzer, register
 from protocols.dcerpc_names import PIPE_COMMON_UUID, endpoint_name, operation_name
 from protocols.events.dce_rpc import DceRpc
 from protocols.events.dce_rpc_bind import DceRpcBind
+from protocols.kerberos import GssKerberos
 from protocols.ntlm import NtlmTracker
 from protocols import spnego
 
@@ -122,8 +123,11 @@ class DceRpcConversation:
     MAX_CALLS = 512
 
     def __init__(self, ctx: Any, fid: str | None = None, pipe_name: str | None = None,
-                 ntlm: NtlmTracker | None = None) -> None:
+                 ntlm: NtlmTracker | None = None, kerberos: GssKerberos | None = None) -> None:
         self.ctx = ctx
+        # a conversation in an SMB pipe shares the SMB flow's trackers (the SMB parser ends them)
+        self._owns_kerberos = kerberos is None
+        self.kerberos = kerberos if kerberos is not None else GssKerberos(ctx)
         self.fid = fid
         self.pipe_name = pipe_name.lower() if pipe_name else None
         self.ntlm = ntlm if ntlm is not None else NtlmTracker(ctx, "dce_rpc")
@@ -236,9 +240,9 @@ class DceRpcConversation:
             if blob[:8] == b"NTLMSSP\x00":
                 self.ntlm.token(blob, ts)
         elif auth_type == AUTH_SPNEGO:
-            spnego.handle_blob(self.ctx, self.ntlm, blob, is_orig, ts)
+            spnego.handle_blob(self.ctx, self.ntlm, blob, is_orig, ts, kerberos=self.kerberos)
         elif auth_type == AUTH_KERBEROS:
-            if not spnego.hand_to_kerberos(self.ctx, blob, is_orig, ts):
+            if not spnego.hand_to_kerberos(self.kerberos, blob, is_orig, ts):
                 self.ctx.weird("kerberos_in_gssapi_not_analyzed", ts)
         elif auth_type == AUTH_SCHANNEL:
             self.ctx.weird("tls_dce_rpc_auth_type", ts, str(auth_type))
@@ -395,6 +399,8 @@ class DceRpcConversation:
         self._flush_binds(ts)
         self._flush_calls()
         self.ntlm.end(ts)
+        if self._owns_kerberos:
+            self.kerberos.end(ts)
 
 
 @register("dce_rpc")

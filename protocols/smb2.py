@@ -27,6 +27,7 @@ from protocols.dcerpc import DceRpcConversation, looks_like_dcerpc
 from protocols.events.smb_cmd import SmbCmd
 from protocols.events.smb_files import SmbFiles
 from protocols.events.smb_mapping import SmbMapping
+from protocols.kerberos import GssKerberos
 from protocols.ntlm import AUTHENTICATE, TYPE_NAMES, NtlmMessage, NtlmTracker
 from protocols.smb_consts import (
     CANCEL, CHANGE_NOTIFY, CLOSE, CREATE, CREATE_ACTIONS, CREATE_DISPOSITIONS, FILE_BASIC_INFORMATION,
@@ -150,6 +151,7 @@ class SmbAnalyzer(Analyzer):
         self.users: dict[int, str] = {}
         self.recent: set[tuple] = set()
         self.ntlm = NtlmTracker(ctx, "smb")
+        self.kerberos = GssKerberos(ctx)
         self.dialect: int | None = None
         self._confirmed = False
         self._smb1_flagged = False
@@ -369,7 +371,7 @@ class SmbAnalyzer(Analyzer):
         if not blob:
             return
         self.ntlm.last = None
-        spnego.handle_blob(self.ctx, self.ntlm, blob, is_orig, ts, sid or None)
+        spnego.handle_blob(self.ctx, self.ntlm, blob, is_orig, ts, sid or None, self.kerberos)
         msg = self.ntlm.last
         if msg is not None and is_orig:
             req.ntlm_msg = msg
@@ -402,7 +404,7 @@ class SmbAnalyzer(Analyzer):
             # carries DCE/RPC PDUs is a pipe, as Zeek's pipe heuristic decides
             if f.share_type is not None or not is_orig or not looks_like_dcerpc(data):
                 return
-            f.pipe = DceRpcConversation(self.ctx, fid=f.fid, pipe_name=f.opened_name)
+            f.pipe = DceRpcConversation(self.ctx, fid=f.fid, pipe_name=f.opened_name, kerberos=self.kerberos)
         f.pipe.data(is_orig, data, ts)
 
     def _response(self, msg: bytes, off: int, end: int, status: int, cmd: int, flags: int,
@@ -483,7 +485,7 @@ class SmbAnalyzer(Analyzer):
                   _times((created, accessed, written, changed)), req.tid, share)
         f.delete_on_close = bool(detail.get("delete_on_close"))
         if share == "PIPE":
-            f.pipe = DceRpcConversation(self.ctx, fid=f.fid, pipe_name=name)
+            f.pipe = DceRpcConversation(self.ctx, fid=f.fid, pipe_name=name, kerberos=self.kerberos)
         if len(self.files) >= MAX_FILES:
             self.ctx.weird("smb2_too_many_open_files", ts)
             self._close_all(ts)
@@ -647,3 +649,4 @@ class SmbAnalyzer(Analyzer):
         self._flush_pending(ts)
         self._close_all(ts)
         self.ntlm.end(ts)
+        self.kerberos.end(ts)

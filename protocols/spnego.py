@@ -4,7 +4,7 @@ SMB session setup, DCE/RPC auth verifiers and HTTP ``Negotiate`` carry either a 
 NTLMSSP token or a GSSAPI token (SPNEGO negTokenInit/negTokenResp, RFC 4178) wrapping one.
 :func:`unwrap` reads just enough DER to get the inner mechanism token and the negState;
 :func:`handle_blob` sends NTLMSSP to an :class:`~protocols.ntlm.NtlmTracker` and Kerberos
-to :func:`hand_to_kerberos`, the one call site for the Kerberos parser.
+to the flow's :class:`~protocols.kerberos.GssKerberos` through :func:`hand_to_kerberos`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from protocols.kerberos import GssKerberos
 from protocols.ntlm import SIGNATURE as NTLM_SIGNATURE
 from protocols.ntlm import NtlmTracker
 
@@ -142,27 +143,22 @@ def unwrap(blob: bytes) -> SecurityToken:
     return _classify(bytes(blob))
 
 
-def hand_to_kerberos(ctx: Any, token: bytes, is_orig: bool, ts: float) -> bool:
+def hand_to_kerberos(kerberos: GssKerberos | None, token: bytes, is_orig: bool, ts: float) -> bool:
     """THE call site for Kerberos found inside SPNEGO/GSSAPI (SMB, DCE/RPC, HTTP Negotiate).
 
-    ``token`` is the Kerberos message itself (AP-REQ 0x6e, AP-REP 0x6f or KRB-ERROR 0x7e),
-    GSS framing removed. It is handed to ``protocols.kerberos.gssapi_token(ctx, token,
-    is_orig, ts)``, provided by the Kerberos parser (branch ``tlskrb``); until that exists,
-    this returns False and the token is only counted by the caller.
+    ``token`` is the Kerberos message (AP-REQ 0x6e, AP-REP 0x6f or KRB-ERROR 0x7e), bare
+    or GSS-wrapped. It goes to the carrier flow's :class:`protocols.kerberos.GssKerberos`,
+    which pairs AP-REQ with its answer and emits Zeek's ``kerberos`` record; False when
+    the carrier has no tracker or the token is not one the tracker reads (the caller
+    counts it).
     """
-    try:
-        from protocols import kerberos  # noqa: PLC0415 - optional sibling parser
-    except ImportError:
+    if kerberos is None:
         return False
-    handler = getattr(kerberos, "gssapi_token", None)
-    if handler is None:
-        return False
-    handler(ctx, token, is_orig, ts)
-    return True
+    return kerberos.token(token, is_orig, ts)
 
 
 def handle_blob(ctx: Any, ntlm: NtlmTracker, blob: bytes, is_orig: bool, ts: float,
-                session_id: int | None = None) -> SecurityToken | None:
+                session_id: int | None = None, kerberos: GssKerberos | None = None) -> SecurityToken | None:
     """Route one security blob: NTLMSSP to ``ntlm``, Kerberos to :func:`hand_to_kerberos`.
 
     Returns what was found (None if the blob was malformed: counted as a weird). A SPNEGO
@@ -177,6 +173,6 @@ def handle_blob(ctx: Any, ntlm: NtlmTracker, blob: bytes, is_orig: bool, ts: flo
     if found.mech == "ntlmssp":
         ntlm.token(found.token, ts, session_id)
     elif found.mech == "krb5" and found.token:
-        if not hand_to_kerberos(ctx, found.token, is_orig, ts):
+        if not hand_to_kerberos(kerberos, found.token, is_orig, ts):
             ctx.weird("kerberos_in_gssapi_not_analyzed", ts)
     return found

@@ -27,11 +27,13 @@ from protocols.events.dns import Dns
 from protocols.events.http import Http
 from protocols.events.dce_rpc import DceRpc
 from protocols.events.dce_rpc_bind import DceRpcBind
+from protocols.events.kerberos import Kerberos
 from protocols.events.notice import Notice
 from protocols.events.ntlm import Ntlm
 from protocols.events.smb_cmd import SmbCmd
 from protocols.events.smb_files import SmbFiles
 from protocols.events.smb_mapping import SmbMapping
+from protocols.events.ssl import Ssl
 from protocols.events.weird import Weird
 
 __all__ = [
@@ -46,11 +48,13 @@ __all__ = [
     "EnvelopeHeader",
     "EventRecord",
     "Http",
+    "Kerberos",
     "Notice",
     "Ntlm",
     "SmbCmd",
     "SmbFiles",
     "SmbMapping",
+    "Ssl",
     "Weird",
     "as_json_object",
     "canonical_bytes",

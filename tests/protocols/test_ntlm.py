@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import pytest
 
 from protocols import spnego
+from protocols.kerberos import GssKerberos
 from protocols.ntlm import AUTHENTICATE, CHALLENGE, NEGOTIATE, NtlmError, NtlmTracker, parse_ntlmssp
+from tests.protocols import krb_builders as krb
 from tests.protocols.smb_wire import (
     KRB5_OID, RecordingContext, av_pairs, der, ntlm_auth, ntlm_challenge, ntlm_negotiate,
     spnego_init, spnego_resp,
@@ -112,24 +112,21 @@ def test_spnego_wrapped_ntlm_goes_to_the_tracker_and_reject_is_seen():
     assert event["success"] is False and event["username"] == "alice"
 
 
-def test_kerberos_inside_spnego_reaches_the_kerberos_call_site(monkeypatch):
-    ap_req = der(0x6E, der(0x30, b"\x01\x02"))
-    krb_token = der(0x60, KRB5_OID + b"\x01\x00" + ap_req)
-    seen = []
-    fake = types.ModuleType("protocols.kerberos")
-    fake.gssapi_token = lambda ctx, token, is_orig, ts: seen.append((token, is_orig, ts))
-    monkeypatch.setitem(sys.modules, "protocols.kerberos", fake)
+def test_kerberos_inside_spnego_reaches_the_flows_kerberos_tracker():
     ctx = RecordingContext()
-    found = spnego.handle_blob(ctx, NtlmTracker(ctx, "smb"), spnego_init(krb_token, KRB5_OID), True, 5.0)
+    kerberos = GssKerberos(ctx)
+    request = krb.gss(0x0100, krb.ap_req("EX.ORG", ("cifs", "fs1"), 18))
+    found = spnego.handle_blob(ctx, NtlmTracker(ctx, "smb"), spnego_init(request, KRB5_OID), True, 5.0, kerberos=kerberos)
     assert found.mech == "krb5"
-    assert seen == [(ap_req, True, 5.0)]
+    spnego.handle_blob(ctx, NtlmTracker(ctx, "smb"), spnego_resp(krb.gss(0x0200, krb.ap_rep()), 0), False, 5.1, kerberos=kerberos)
+    [event] = ctx.of("kerberos")
+    assert (event["request_type"], event["client"], event["service"], event["success"]) == ("AP", "/EX.ORG", "cifs/fs1", True)
 
 
-def test_kerberos_without_its_parser_is_counted(monkeypatch):
-    monkeypatch.setitem(sys.modules, "protocols.kerberos", None)  # import fails
+def test_kerberos_without_a_tracker_is_counted():
     ctx = RecordingContext()
-    krb = der(0x60, KRB5_OID + b"\x01\x00" + der(0x6E, b"\x00"))
-    spnego.handle_blob(ctx, NtlmTracker(ctx, "smb"), krb, True, 1.0)
+    token = der(0x60, KRB5_OID + b"\x01\x00" + der(0x6E, b"\x00"))
+    spnego.handle_blob(ctx, NtlmTracker(ctx, "smb"), token, True, 1.0)
     assert ctx.weirds["kerberos_in_gssapi_not_analyzed"] == 1
 
 
