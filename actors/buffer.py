@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from actors.base import SupervisedActor, handles
 from actors.credit import Window
-from actors.messages import Acked, EventsDropped, Shed, SignedEvents, Stored
+from actors.messages import Acked, EventsDropped, Shed, SignedEvents, Stored, Tick
 from actors.metrics import Metrics
 from actors.supervisor import Directory
 from storage.buffer import TieredBuffer
 
 log = logging.getLogger("probe.buffer")
+
+#: seconds between maintenance rounds (disk retry, deferred deletions, moves back to disk)
+MAINTAIN_EVERY = 1.0
 
 
 class BufferActor(SupervisedActor):
@@ -33,6 +38,24 @@ class BufferActor(SupervisedActor):
         self.inbox = inbox
         self.metrics = metrics
         self._disk_ok = True
+        self._stopped = threading.Event()
+
+    def start_child(self) -> None:
+        threading.Thread(target=self._tick, name="buffer-tick", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(MAINTAIN_EVERY):
+            try:
+                self.actor_ref.tell(Tick(time.monotonic()))
+            except Exception:  # the actor is gone; stop ticking
+                return
+
+    @handles(Tick)
+    def on_tick(self, _: Tick) -> None:
+        """Retry a failed disk, finish deletions it refused, move memory-tier events to disk."""
+        migrated = self.buffer.migrated
+        delivered, rejected = self.buffer.maintain()
+        self._count_delivered(delivered, rejected, migrated)
 
     @handles(SignedEvents)
     def on_signed(self, batch: SignedEvents) -> None:
@@ -60,6 +83,9 @@ class BufferActor(SupervisedActor):
     def on_acked(self, acked: Acked) -> None:
         migrated = self.buffer.migrated
         delivered, rejected = self.buffer.acknowledge(acked.seq, acked.rejected)
+        self._count_delivered(delivered, rejected, migrated)
+
+    def _count_delivered(self, delivered: int, rejected: int, migrated: int) -> None:
         if delivered:
             self.metrics.inc("events_delivered_total", delivered)
         if rejected:
@@ -76,6 +102,7 @@ class BufferActor(SupervisedActor):
         self._publish_gauges()
 
     def stop_child(self) -> None:
+        self._stopped.set()
         self._publish_gauges()
 
     def _count_drops(self, dropped: dict[str, int]) -> None:

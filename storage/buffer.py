@@ -91,6 +91,9 @@ class TieredBuffer:
         self.in_flight_upto = 0
         #: events moved from the memory tier back into the spool so far
         self.migrated = 0
+        #: the Core's acknowledged point, and refusals not yet taken off the spool
+        self._acked_upto = 0
+        self._rejected_backlog = 0
         # guards what the uplink reads (tiers' contents, drop reports, in_flight_upto)
         # against the moves and drops the buffer actor makes
         self._lock = threading.RLock()
@@ -121,9 +124,7 @@ class TieredBuffer:
                         self.spool.append(records, progress)
                         return StoreOutcome("disk", dict(dropped))
                     except SpoolFull as exc:
-                        self.disk_error = str(exc)
-                        if exc.reason != "disk_quota":
-                            self._disk_failed(exc)
+                        self._spool_refused(exc)
                     except TransientError as exc:
                         self._disk_failed(exc)
                 if self.memory.room_for(records):
@@ -152,6 +153,12 @@ class TieredBuffer:
         except (ResourceError, TransientError) as exc:
             self._disk_failed(exc)
 
+    def _spool_refused(self, exc: SpoolFull) -> None:
+        """The spool is full: at its quota or LMDB's map (it still deletes), or the disk itself (it fails)."""
+        self.disk_error = str(exc)
+        if exc.reason == "disk_full":
+            self._disk_failed(exc)
+
     def _disk_failed(self, exc: Exception) -> None:
         self.disk_ok = False
         self.disk_error = str(exc)
@@ -166,7 +173,8 @@ class TieredBuffer:
         moved = 0
         while len(self.memory) and self.disk_ok:
             room = self.spool.capacity - self.spool.bytes_used
-            chunk = self.memory.oldest(MIGRATE_CHUNK, room)
+            # moderate transactions: LMDB needs free pages for a big one besides the records
+            chunk = self.memory.oldest(MIGRATE_CHUNK, min(room, max(1 << 16, self.spool.capacity // 8)))
             chunk = self._fit(chunk, room)
             if not chunk:
                 break
@@ -176,8 +184,7 @@ class TieredBuffer:
                 self.spool.append(chunk, settled, created=len(chunk))
             except SpoolFull as exc:
                 self._requeue_progress(settled, last)
-                if exc.reason != "disk_quota":
-                    self._disk_failed(exc)
+                self._spool_refused(exc)
                 break
             except TransientError as exc:
                 self._requeue_progress(settled, last)
@@ -300,9 +307,15 @@ class TieredBuffer:
             self._mem_dropped[reason] += count
 
     def acknowledge(self, upto: int, rejected: int = 0) -> tuple[int, int]:
-        """The Core holds everything up to ``upto`` (``rejected`` of it refused): (delivered, rejected)."""
+        """The Core holds everything up to ``upto`` (``rejected`` of it refused): (delivered, rejected).
+
+        If the disk refuses the deletion, the events stay counted as pending until
+        :meth:`maintain` manages it (they are never sent again: the uplink is past them).
+        """
         self._maybe_retry_disk()
         with self._lock:
+            self._acked_upto = max(self._acked_upto, upto)
+            self._rejected_backlog += rejected
             removed_disk = 0
             if self.disk_ok:
                 try:
@@ -312,13 +325,31 @@ class TieredBuffer:
             removed_mem = self.memory.acknowledge(upto)
             self._mem_delivered += removed_mem
             self._mem_ranges = [r for r in self._mem_ranges if r[1] > upto]
-            rejected = min(rejected, removed_disk + removed_mem)
+            rejected = min(self._rejected_backlog, removed_disk + removed_mem)
             if rejected:
+                self._rejected_backlog -= rejected
                 self._count_rejected(rejected, from_disk=min(rejected, removed_disk))
             self._settle_memory_progress()
             if len(self.memory) and self.disk_ok:
                 self._migrate()
         return removed_disk + removed_mem - rejected, rejected
+
+    def maintain(self) -> tuple[int, int]:
+        """Periodic care: retry a failed disk, finish deletions it refused, move memory events to disk.
+
+        Returns (delivered, rejected) for deletions completed now.
+        """
+        self._maybe_retry_disk()
+        if not self.disk_ok:
+            return 0, 0
+        with self._lock:
+            first = self.spool.first_seq() if self.spool.pending else 0
+            if first and first <= self._acked_upto:
+                return self.acknowledge(self._acked_upto)
+            if len(self.memory):
+                self._migrate()
+            self._settle_memory_progress()
+        return 0, 0
 
     def _count_rejected(self, rejected: int, from_disk: int) -> None:
         """Move refused events from delivered to dropped(rejected_by_core)."""

@@ -81,13 +81,15 @@ class DeliveryRig:
         core_args: tuple[str, ...] = (),
         core_listen: str = "127.0.0.1:0",
         start_core: bool = True,
+        spool_path: str | None = None,
+        spool_map_size: int | None = None,
     ) -> None:
         self.root = root
         self.metrics = Metrics()
         self.directory = Directory()
         self.gate = TransmissionGate()
         self.identity = ProbeIdentity("rig-probe", os.path.join(root, "probe.key"))
-        self.spool = Spool(os.path.join(root, "spool"), quota)
+        self.spool = Spool(spool_path or os.path.join(root, "spool"), quota, spool_map_size)
         self.buffer = TieredBuffer(self.spool, MemoryTier(memory_events, memory_bytes))
         self.sequencer = Sequencer(self.spool.next_seq, self.spool.source_progress)
         self.signer_window = Window(8)
