@@ -560,6 +560,7 @@ class Core:
         except (NotImplementedError, RuntimeError):
             pass
         self.reload_control(force=True)
+        self._update_backpressure()  # a Core started paused says so in its first welcome
         housekeeping = asyncio.create_task(self._housekeeping())
         async with serve(
             self.handle,
