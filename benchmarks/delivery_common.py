@@ -9,6 +9,7 @@ over, from a pool of realistic encoded ``conn`` events (about 430-byte bodies).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -46,6 +47,12 @@ def conn_pool(n: int = 4096) -> list[EncodedEvent]:
         )
         for i in range(n)
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
