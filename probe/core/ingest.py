@@ -12,10 +12,11 @@ import time
 from typing import Mapping, Sequence
 
 import attrs
+import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from protocols.events.envelope import SIGNATURE_SIZE, MalformedEvent, decode_canonical
+from protocols.events.envelope import SIGNATURE_SIZE, VERSION, MalformedEvent
 from protocols.wire import ErrorCode
 from storage.core_store import CoreStore, ProbeAccount
 
@@ -29,6 +30,42 @@ class IngestResult:
     duplicates: int
 
 
+#: first bytes of a msgpack map (fixmap, map16, map32): the envelope's body
+_MAP_TYPES = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+_ENVELOPE_ERRORS = (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError)
+
+
+def envelope_header(canonical: bytes) -> tuple[str, int]:
+    """(probe_id, seq) of canonical bytes, checking the whole envelope's shape; raise MalformedEvent.
+
+    The same checks as :func:`decode_canonical` (a 7-array, version 1, strings, a
+    non-negative int seq, a float ts, a map body, nothing after it) without building the
+    body: msgpack's C unpacker skips it. Verification threads hold the GIL for that work,
+    so it is kept small.
+    """
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(canonical)
+    try:
+        if unpacker.read_array_header() != 7 or unpacker.unpack() != VERSION:
+            raise MalformedEvent("not a version-1 envelope")
+        probe_id, boot_id, seq, ts, kind = (unpacker.unpack() for _ in range(5))
+        if not (isinstance(probe_id, str) and isinstance(boot_id, str) and isinstance(kind, str)):
+            raise MalformedEvent("probe_id, boot_id and kind must be strings")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(ts, float):
+            raise MalformedEvent("seq must be a non-negative integer and ts a float")
+        body_at = unpacker.tell()
+        if canonical[body_at] not in _MAP_TYPES:
+            raise MalformedEvent("body must be a map")
+        unpacker.skip()
+        if unpacker.tell() != len(canonical):
+            raise MalformedEvent("bytes after the envelope")
+    except _ENVELOPE_ERRORS as exc:
+        raise MalformedEvent(f"not an envelope: {exc}") from None
+    except IndexError:
+        raise MalformedEvent("truncated envelope") from None
+    return probe_id, seq
+
+
 def verify_records(
     records: Sequence[bytes], probe_id: str, key: nacl.signing.VerifyKey
 ) -> list[tuple[int, bytes | None, str | None]]:
@@ -39,21 +76,20 @@ def verify_records(
         if len(record) <= SIGNATURE_SIZE:
             out.append((-1, None, ErrorCode.BAD_EVENT))
             continue
-        canonical = record[SIGNATURE_SIZE:]
         try:
-            event = decode_canonical(canonical)
+            owner, seq = envelope_header(record[SIGNATURE_SIZE:])
         except MalformedEvent:
             out.append((-1, None, ErrorCode.BAD_EVENT))
             continue
-        if event.probe_id != probe_id or event.seq == 0:
-            out.append((event.seq, None, ErrorCode.BAD_EVENT))
+        if owner != probe_id or seq == 0:
+            out.append((seq, None, ErrorCode.BAD_EVENT))
             continue
         try:
             verify(record)
         except nacl.exceptions.BadSignatureError:
-            out.append((event.seq, None, ErrorCode.BAD_SIGNATURE))
+            out.append((seq, None, ErrorCode.BAD_SIGNATURE))
             continue
-        out.append((event.seq, record, None))
+        out.append((seq, record, None))
     return out
 
 

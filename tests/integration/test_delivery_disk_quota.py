@@ -51,6 +51,11 @@ def test_quota_too_small_for_an_outage_drops_the_oldest_and_the_core_gap_equals_
             time.sleep(0.02)
         accounts = rig.buffer.accounts()
         dropped_metric = rig.metrics.counter("events_dropped_total", reason="buffer_full")
+        metrics = (
+            rig.metrics.total("events_created_total"),
+            rig.metrics.total("events_delivered_total"),
+            rig.metrics.by_label("events_dropped_total", "reason"),
+        )
         account = rig.core_account()
         stored = rig.core_events()
 
@@ -64,6 +69,7 @@ def test_quota_too_small_for_an_outage_drops_the_oldest_and_the_core_gap_equals_
     assert accounts.balanced and accounts.pending == 0 and set(accounts.dropped) == {"buffer_full"}
     assert accounts.created == created and accounts.delivered == created - dropped
     assert dropped == dropped_metric == during.dropped["buffer_full"] > 0
+    assert metrics == (accounts.created, accounts.delivered, accounts.dropped), "the metrics tell the same story"
     assert account.reported == {"buffer_full": dropped}, "the Core's explained gap is the reported drop count"
     assert account.gaps == 0 and account.stored == len(stored) == created - dropped
     # the oldest were dropped: the Core holds the first 1000 and then the newest, contiguous
