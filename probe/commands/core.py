@@ -84,6 +84,18 @@ def _live_stats(data_dir: str) -> dict[str, Any] | None:
         return None
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cmd_core_stats(args: argparse.Namespace) -> int:
     import time
 
@@ -126,7 +138,11 @@ def cmd_core_stats(args: argparse.Namespace) -> int:
         ) or "none"
         counters = live["counters"]
         bad = ", ".join(f"{k[11:]} {v}" for k, v in counters.items() if k.startswith("bad_frames:")) or "0"
-        print(f"Core {live['core_id']} (pid {live['pid']}, port {live['port']}; snapshot {age:.1f} s old)")
+        running = _alive(live.get("pid", 0))
+        print(
+            f"Core {live['core_id']} (pid {live['pid']}, port {live['port']}; "
+            + (f"snapshot {age:.1f} s old)" if running else f"not running; last snapshot {age:.0f} s old)")
+        )
         print(f"  ingest queue  {live['queued_events']} events; committing {live['commit_rate']:g} events/s")
         print(
             f"  backpressure  {'ON' if bp['on'] else 'off'}"
