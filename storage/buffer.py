@@ -115,6 +115,16 @@ class TieredBuffer:
             self._note_progress(progress)
             return StoreOutcome("none")
         dropped: collections.Counter[str] = collections.Counter()
+        if self.disk_ok and not len(self.memory):
+            # the usual path, without the lock: only this thread adds to or moves between
+            # the tiers, and a reader sees the spool before or after this commit, whole
+            try:
+                self.spool.append(records, progress)
+                return StoreOutcome("disk")
+            except SpoolFull as exc:
+                self._spool_refused(exc)
+            except TransientError as exc:
+                self._disk_failed(exc)
         with self._lock:
             for _ in range(64):
                 if self.disk_ok and len(self.memory):
