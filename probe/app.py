@@ -287,6 +287,7 @@ class ProbeApp:
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
                 "connects": int(self.metrics.total("uplink_connects_total")),
+                "backpressure_seconds": round(self.metrics.total("uplink_backpressure_seconds_total"), 3),
                 "halted": self.gate.halted,
                 "halt_reason": self.gate.reason,
             },
