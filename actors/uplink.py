@@ -407,6 +407,15 @@ class UplinkActor(SupervisedActor):
         log.warning("Core reported %s: %s", frame.code, frame.message, extra={"component": "uplink", "event": "core_error", "reason": frame.code})
 
     def _on_ack(self, ack: wire.Ack) -> None:
+        if ack.seq > self.sent_upto:
+            # acknowledging what was never sent would delete it unsent: refuse, count, keep it
+            self.metrics.inc("uplink_bad_frames_total", code=wire.ErrorCode.UNEXPECTED_FRAME)
+            log.warning(
+                "the Core acknowledged %d but only %d was sent; ignored", ack.seq, self.sent_upto,
+                extra={"component": "uplink", "event": "bad_frame", "reason": wire.ErrorCode.UNEXPECTED_FRAME},
+            )
+            self._send(wire.Error(wire.ErrorCode.UNEXPECTED_FRAME, f"ack {ack.seq} beyond the last sequence sent ({self.sent_upto})"))
+            return
         self.last_ack = self.clock()
         if ack.rejected:
             self.metrics.inc("events_rejected_by_core_total", len(ack.rejected))

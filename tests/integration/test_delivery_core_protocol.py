@@ -223,3 +223,67 @@ def test_a_bad_control_file_is_refused_and_counted_and_the_settings_stay(core):
         [sys.executable, "-m", "probe", "core", "control", "--data-dir", c.data_dir, "--rate-limit", "0"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "rate_limit" in bad.stderr
+
+
+def test_the_probe_answers_a_misbehaving_core_with_codes_counts_and_keeps_its_events(tmp_path):
+    """A Core that sends garbage and acknowledges what was never sent: the probe refuses, counts, goes on."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    from tests.integration.delivery_rig import DeliveryRig, weird_events
+
+    answers: list[wire.Frame] = []
+    acked = threading.Event()
+    seen: dict = {}
+
+    def handler(ws) -> None:
+        ws.send(wire.encode(wire.Challenge(b"n" * 32, "rogue")))
+        wire.decode(ws.recv(timeout=5))  # hello
+        ws.send(wire.encode(wire.Welcome(0, 1000)))
+        ws.send(b"\xc1 garbage")
+        ws.send("text")
+        ws.send(msgpack.packb({"t": "teleport"}))
+        ws.send(wire.encode(wire.Welcome(0, 1000)))
+        events = wire.decode(ws.recv(timeout=10))
+        while not isinstance(events, wire.Events):
+            answers.append(events)
+            events = wire.decode(ws.recv(timeout=10))
+        last = len(events.records)
+        ws.send(wire.encode(wire.Ack(last + 500, 1000)))  # beyond anything sent
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(answers) < 5:
+            try:
+                answers.append(wire.decode(ws.recv(timeout=0.5)))
+            except TimeoutError:
+                continue
+        seen["pending_after_bogus_ack"] = seen["rig"].buffer.pending
+        ws.send(wire.encode(wire.Ack(last, 1000)))
+        acked.set()
+        try:
+            while True:
+                ws.recv(timeout=5)
+        except Exception:  # the probe hangs up at the end of the test
+            return
+
+    with serve(handler, "127.0.0.1", 0, subprotocols=[wire.SUBPROTOCOL], compression=None) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        with DeliveryRig(str(tmp_path), core_url=url) as rig:
+            seen["rig"] = rig
+            rig.feed("rogue", 0, weird_events(10))
+            assert acked.wait(15)
+            deadline = time.monotonic() + 5
+            while rig.buffer.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            bad = rig.metrics.by_label("uplink_bad_frames_total", "code")
+            connects = rig.metrics.total("uplink_connects_total")
+            pending = rig.buffer.pending
+            accounts = rig.buffer.accounts()
+        server.shutdown()
+    codes = sorted(a.code for a in answers if isinstance(a, wire.Error))
+    assert codes == ["bad_frame", "bad_frame", "unexpected_frame", "unexpected_frame", "unknown_frame"], answers
+    assert bad == {"bad_frame": 2, "unknown_frame": 1, "unexpected_frame": 2}
+    assert connects == 1, "one connection throughout: bad frames do not break it"
+    assert seen["pending_after_bogus_ack"] == 10, "the bogus ack deleted nothing"
+    assert pending == 0 and accounts.delivered == 10 and accounts.balanced, "the real ack delivered them"
