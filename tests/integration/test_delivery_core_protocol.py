@@ -287,3 +287,21 @@ def test_the_probe_answers_a_misbehaving_core_with_codes_counts_and_keeps_its_ev
     assert connects == 1, "one connection throughout: bad frames do not break it"
     assert seen["pending_after_bogus_ack"] == 10, "the bogus ack deleted nothing"
     assert pending == 0 and accounts.delivered == 10 and accounts.balanced, "the real ack delivered them"
+
+
+def test_a_slow_disk_delays_every_commit_and_frames_queue_into_group_commits(core):
+    url, c, key = core("--slow-disk-ms", "300")
+    client = Client(url, key)
+    started = time.monotonic()
+    for i in range(6):
+        client.send(wire.Events(tuple(client.records(1 + 10 * i, 10))))
+    acks = [client.expect(wire.Ack, timeout=10) for _ in range(2)]
+    while acks[-1].seq < 60:
+        acks.append(client.expect(wire.Ack, timeout=10))
+    elapsed = time.monotonic() - started
+    client.close()
+    time.sleep(1.3)
+    commits = core_stats(c.data_dir)["counters"]["commits"]
+    assert elapsed >= 0.6, "each commit took its 300 ms"
+    assert commits == len(acks) < 6, f"six frames, {commits} commits: frames that queued behind a slow commit share the next"
+    assert [a.seq for a in acks] == sorted(a.seq for a in acks)
