@@ -295,13 +295,13 @@ def test_a_slow_disk_delays_every_commit_and_frames_queue_into_group_commits(cor
     started = time.monotonic()
     for i in range(6):
         client.send(wire.Events(tuple(client.records(1 + 10 * i, 10))))
-    acks = [client.expect(wire.Ack, timeout=10) for _ in range(2)]
+    acks = [client.expect(wire.Ack, timeout=10)]
     while acks[-1].seq < 60:
         acks.append(client.expect(wire.Ack, timeout=10))
     elapsed = time.monotonic() - started
     client.close()
     time.sleep(1.3)
     commits = core_stats(c.data_dir)["counters"]["commits"]
-    assert elapsed >= 0.6, "each commit took its 300 ms"
+    assert elapsed >= 0.3 * len(acks), "each commit took its 300 ms"
     assert commits == len(acks) < 6, f"six frames, {commits} commits: frames that queued behind a slow commit share the next"
     assert [a.seq for a in acks] == sorted(a.seq for a in acks)
