@@ -185,6 +185,7 @@ def test_events_beyond_the_credit_are_refused_and_the_session_closed(core):
     assert a.stored == 0 and a.bad_frames == {"over_credit": 1}
 
 
+@pytest.mark.slow
 def test_pause_and_resume_at_runtime_through_the_control_command(core):
     url, c, key = core("--pause")
     client = Client(url, key)

@@ -94,6 +94,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_full_disk_sends_events_to_memory_and_capture_goes_on(tmp_path, small_disk):
     rig = DeliveryRig(str(tmp_path), quota=64 << 20, spool_path=str(small_disk / "spool"), spool_map_size=32 << 20, core_args=("--pause",))
