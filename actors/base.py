@@ -79,10 +79,10 @@ class SupervisedActor(pykka.ThreadingActor):
             log.warning("%s ignores unexpected message %s", self.name, type(message).__name__)
             return None
         self._current = message
-        try:
-            return handler(self, message)
-        finally:
-            self._current = None
+        result = handler(self, message)
+        # kept on failure: on_failure runs after this returns, and hands the message on
+        self._current = None
+        return result
 
     def on_failure(self, exception_type: Any, exception_value: BaseException | None, traceback: Any) -> None:
         try:

@@ -54,8 +54,8 @@ class BufferActor(SupervisedActor):
     def on_tick(self, _: Tick) -> None:
         """Retry a failed disk, finish deletions it refused, move memory-tier events to disk."""
         migrated = self.buffer.migrated
-        delivered, rejected = self.buffer.maintain()
-        self._count_delivered(delivered, rejected, migrated)
+        delivered, dropped = self.buffer.maintain()
+        self._count_delivered(delivered, dropped, migrated)
 
     @handles(SignedEvents)
     def on_signed(self, batch: SignedEvents) -> None:
@@ -82,14 +82,13 @@ class BufferActor(SupervisedActor):
     @handles(Acked)
     def on_acked(self, acked: Acked) -> None:
         migrated = self.buffer.migrated
-        delivered, rejected = self.buffer.acknowledge(acked.seq, acked.rejected)
-        self._count_delivered(delivered, rejected, migrated)
+        delivered, dropped = self.buffer.acknowledge(acked.seq, dict(acked.refused))
+        self._count_delivered(delivered, dropped, migrated)
 
-    def _count_delivered(self, delivered: int, rejected: int, migrated: int) -> None:
+    def _count_delivered(self, delivered: int, dropped: dict[str, int], migrated: int) -> None:
         if delivered:
             self.metrics.inc("events_delivered_total", delivered)
-        if rejected:
-            self._count_drops({"rejected_by_core": rejected})
+        self._count_drops(dropped)
         if self.buffer.migrated > migrated:
             self.metrics.inc("buffer_migrated_total", self.buffer.migrated - migrated)
         self._publish_gauges()

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
+
+import attrs
 
 from actors.base import SupervisedActor, handles
 from actors.credit import Window
 from actors.messages import FrameBatch, Tick
 from actors.outbox import Outbox
 
+log = logging.getLogger("probe.dissector")
+
 #: seconds between counter reports to the delivery process
 STATS_PERIOD = 1.0
+
+
+@attrs.frozen(slots=True)
+class EvictFlows:
+    """Resource pressure: end the oldest idle ``fraction`` of the open flows now."""
+
+    fraction: float
 
 
 class DissectorActor(SupervisedActor):
@@ -63,3 +75,12 @@ class DissectorActor(SupervisedActor):
         events = self.engine.advance(tick.now)
         if events:
             self.outbox.emit(events)
+
+    @handles(EvictFlows)
+    def on_evict(self, evict: EvictFlows) -> None:
+        """End the least recently active flows (their conn events go out as usual)."""
+        count = int(self.engine.active_flows * evict.fraction)
+        events = self.engine.evict_oldest(count) if count else []
+        if events:
+            self.outbox.emit(events)
+        log.warning("evicted %d idle flows to shed memory", count, extra={"component": "dissector", "event": "flows_evicted", "count": count})

@@ -55,10 +55,14 @@ class Stored:
 
 @attrs.frozen(slots=True)
 class Acked:
-    """The Core holds (or has accounted for) everything up to ``seq``; ``rejected`` of it it refused."""
+    """The Core holds (or has accounted for) everything up to ``seq``.
+
+    ``refused`` lists (seq, reason) of events in that range the Core refused for good:
+    the buffer counts them dropped with that reason instead of delivered.
+    """
 
     seq: int
-    rejected: int = 0
+    refused: tuple[tuple[int, str], ...] = ()
 
 
 # --- control -------------------------------------------------------------------------

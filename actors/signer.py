@@ -1,4 +1,11 @@
-"""The signer actor: numbers each event in the probe's sequence space and signs it."""
+"""The signer actor: numbers each event in the probe's sequence space and signs it.
+
+Before each batch it asks the identity whether the key file changed (one ``stat``); a
+key file gone corrupt, unreadable or exposed raises IdentityError, which the supervisor
+turns into a halt of transmission within that batch. The restarted signer goes on
+signing with the key in memory (the last validated one), so capture and buffering
+continue while nothing is sent.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ class KeyHolder(Protocol):
     """Gives the current signing key; raises IdentityError when there is no usable one."""
 
     def signing_key(self) -> nacl.signing.SigningKey: ...
+
+    def check_key_file(self) -> None:
+        """Raise IdentityError (once per change) when the key file went bad."""
 
     header: EnvelopeHeader
 
@@ -55,6 +65,7 @@ class SignerActor(SupervisedActor):
 
     @handles(EventBatch)
     def on_batch(self, batch: EventBatch) -> None:
+        self.identity.check_key_file()
         total = len(batch.events)
         skip = self.sequencer.skip_count(batch.source, batch.first_ordinal, total)
         events = batch.events[skip:]

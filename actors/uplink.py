@@ -26,16 +26,31 @@ from websockets.sync.client import ClientConnection, connect
 from actors.base import SupervisedActor, handles
 from actors.messages import Acked, Halt, ResumeTransmission, Stored, Tick
 from actors.metrics import Metrics
+from actors.resend import RejectedResends
 from actors.sequencer import Sequencer
 from actors.supervisor import Directory
 from protocols import wire
 from protocols.errors import IdentityError
+from protocols.identity import tls_peer_verify_failure, tls_refusal_reason
 from storage.buffer import TieredBuffer
 
 log = logging.getLogger("probe.uplink")
 
 #: websockets 17 asks for ``legacy=True`` to keep a connection outside a ``with`` block
 _CONNECT_EXTRA = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+class _ExplainedConnection(ClientConnection):
+    """A failed opening handshake raises the socket's own error (a TLS alert names the reason)."""
+
+    def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().handshake(*args, **kwargs)
+        except (websockets.WebSocketException, OSError, EOFError) as exc:
+            cause = getattr(self, "connection_exc", None)
+            if isinstance(cause, OSError) and cause is not exc:
+                raise cause from exc
+            raise
 
 
 @attrs.frozen(slots=True)
@@ -140,10 +155,20 @@ class TransmissionGate:
 class Identity(Protocol):
     probe_id: str
     boot_id: str
+    boot_seq: int
 
     def signing_key(self) -> nacl.signing.SigningKey: ...
 
     def certificate(self) -> bytes | None: ...
+
+    def check_current(self) -> None:
+        """Raise IdentityError when the identity is not usable right now."""
+
+    def client_ssl_context(self) -> Any:
+        """The mutual-TLS context for a wss:// Core (None without a certificate)."""
+
+    def record_failure(self, error: IdentityError) -> None:
+        """Note an identity failure found outside the identity (the Core refused it)."""
 
 
 def backoff_delay(attempt: int, settings: UplinkSettings, rng: Callable[[], float] = random.random) -> float:
@@ -189,6 +214,7 @@ class UplinkActor(SupervisedActor):
         self.credit = 0
         self.acked = 0
         self.sent_upto = 0
+        #: frames awaiting their ack: (frame number on this connection, events in it)
         self._flight: collections.deque[tuple[int, int]] = collections.deque()
         self.in_flight = 0
         self.last_ack = 0.0
@@ -200,6 +226,10 @@ class UplinkActor(SupervisedActor):
         self._timers: list[threading.Timer] = []
         self._stopped = False
         self.delays: collections.deque[float] = collections.deque(maxlen=64)
+        self.resends = RejectedResends()
+        self._frames_out = 0  # events and drops frames sent on this connection (each gets one ack)
+        self._acks_in = 0
+        self._buffer_acked = 0  # how far the buffer was told to delete
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -260,10 +290,20 @@ class UplinkActor(SupervisedActor):
             raise
         except (OSError, TimeoutError, websockets.WebSocketException, wire.FrameError, ConnectionError) as exc:
             self._close(str(exc))
+            refused = tls_refusal_reason(exc)
+            if refused is not None:
+                raise self._refused(refused, f"the Core's TLS layer refused this probe's certificate ({refused})") from None
+            peer = tls_peer_verify_failure(exc)
+            if peer is not None:
+                self.metrics.inc("uplink_core_certificate_failures_total")
+                self._failed(f"the Core's certificate does not verify: {peer}")
+                return
             self._failed(f"{type(exc).__name__}: {exc}")
 
     def _open(self) -> None:
         s = self.settings
+        self.identity.check_current()
+        tls = s.ssl_context or (self.identity.client_ssl_context() if s.url.startswith("wss://") else None)
         ws = connect(
             s.url,
             subprotocols=[wire.SUBPROTOCOL],
@@ -271,9 +311,10 @@ class UplinkActor(SupervisedActor):
             close_timeout=2,
             compression="deflate" if s.compression else None,
             max_size=wire.MAX_FRAME,
-            ssl=s.ssl_context,
+            ssl=tls,
             ping_interval=20,
             ping_timeout=20,
+            create_connection=_ExplainedConnection,
             **_CONNECT_EXTRA,
         )
         self.ws = ws
@@ -291,6 +332,7 @@ class UplinkActor(SupervisedActor):
                     self.buffer.first_seq(),
                     self.sequencer.next_seq - 1,
                     self.identity.certificate(),
+                    self.identity.boot_seq,
                 )
             )
         )
@@ -305,7 +347,8 @@ class UplinkActor(SupervisedActor):
         self._flight.clear()
         self.in_flight = 0
         self.sequencer.ensure_above(welcome.resume)
-        self.directory.tell("buffer", Acked(welcome.resume), wait=5)
+        self._frames_out = self._acks_in = 0
+        self._release_buffer(wait=5)
         self._set_state("connected")
         self.metrics.inc("uplink_connects_total")
         # one line per connection (reconnections are bounded by the backoff, none is suppressed)
@@ -314,6 +357,7 @@ class UplinkActor(SupervisedActor):
             extra={"component": "uplink", "event": "connected", "resume": welcome.resume, "credit": welcome.credit},
         )
         threading.Thread(target=self._read_loop, args=(ws, self.generation), name="uplink-reader", daemon=True).start()
+        self._resend(self.resends.reconnected())
         self._pump()
 
     def _expect(self, ws: ClientConnection, kind: type) -> Any:
@@ -403,7 +447,7 @@ class UplinkActor(SupervisedActor):
     def _on_error_frame(self, frame: wire.Error) -> None:
         self.metrics.inc("uplink_core_errors_total", code=frame.code)
         if frame.code in wire.IDENTITY_CODES:
-            raise IdentityError(f"the Core refused this probe: {frame.code}: {frame.message}", reason=frame.code)
+            raise self._refused(frame.code, f"the Core refused this probe: {frame.code}: {frame.message}")
         log.warning("Core reported %s: %s", frame.code, frame.message, extra={"component": "uplink", "event": "core_error", "reason": frame.code})
 
     def _on_ack(self, ack: wire.Ack) -> None:
@@ -417,17 +461,48 @@ class UplinkActor(SupervisedActor):
             self._send(wire.Error(wire.ErrorCode.UNEXPECTED_FRAME, f"ack {ack.seq} beyond the last sequence sent ({self.sent_upto})"))
             return
         self.last_ack = self.clock()
+        self._acks_in += 1
         if ack.rejected:
-            self.metrics.inc("events_rejected_by_core_total", len(ack.rejected))
+            for seq, code in ack.rejected:
+                self.metrics.inc("events_rejected_by_core_total", code=code)
             for seq, code in ack.rejected[:10]:
                 log.warning("Core rejected event %d: %s", seq, code, extra={"component": "uplink", "event": "event_rejected", "reason": code})
+        resend = self.resends.on_ack(self._acks_in, ack.rejected) if (ack.rejected or self.resends) else []
+        # the Core answers each frame with one ack, in order: this one settles the oldest in flight
+        while self._flight and self._flight[0][0] <= self._acks_in:
+            self.in_flight -= self._flight.popleft()[1]
         if ack.seq > self.acked:
             self.acked = ack.seq
-            while self._flight and self._flight[0][0] <= ack.seq:
-                self.in_flight -= self._flight.popleft()[1]
-            self.directory.tell("buffer", Acked(ack.seq, len(ack.rejected)), wait=5)
+        self._release_buffer(wait=5)
         self.credit = ack.credit
+        self._resend(resend)
         self._pump()
+
+    def _release_buffer(self, wait: float) -> None:
+        """Let the buffer delete what the Core holds, short of events waiting for their re-send."""
+        point = self.resends.ack_point(self.acked)
+        refused = self.resends.take_final(point)
+        if point != self._buffer_acked or refused:
+            self._buffer_acked = point
+            self.directory.tell("buffer", Acked(point, refused) if refused else Acked(point), wait=wait)
+            for seq, reason in refused:
+                log.warning(
+                    "event %d refused again by the Core; dropped (%s)", seq, reason,
+                    extra={"component": "uplink", "event": "event_dropped", "reason": reason},
+                )
+
+    def _resend(self, seqs: list[int]) -> None:
+        """Send the buffer's copy of each refused event once more, one frame each."""
+        for seq in seqs:
+            records = self.buffer.read(seq - 1, 1)
+            if not records or records[0][0] != seq:
+                self.resends.missing(seq)
+                continue
+            if not self._send(wire.Events((records[0][1],))):
+                return
+            self.resends.sent(seq, self._frames_out)
+            self.metrics.inc("events_resent_total")
+            log.info("re-sending event %d refused by the Core", seq, extra={"component": "uplink", "event": "event_resent"})
 
     def _on_backpressure(self, frame: wire.Backpressure) -> None:
         now = self.clock()
@@ -467,6 +542,8 @@ class UplinkActor(SupervisedActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
+        # all the credit the Core granted is in flight: the Core holds the probe back
+        self.metrics.set("uplink_credit_exhausted", 1.0 if self.ws is not None and self.in_flight >= self.credit > 0 else 0.0)
         if self.backpressure and self._backpressure_since is not None:
             self.metrics.inc("uplink_backpressure_seconds_total", tick.now - self._backpressure_since)
             self._backpressure_since = tick.now
@@ -521,8 +598,6 @@ class UplinkActor(SupervisedActor):
                 return
             n = len(out.records)
             self.sent_upto = out.last
-            self._flight.append((out.last, n))
-            self.in_flight += n
             if self.backpressure:
                 self.pacer.spend(n)
             self.metrics.inc("events_sent_total", n)
@@ -532,6 +607,12 @@ class UplinkActor(SupervisedActor):
             return False
         try:
             self.ws.send(wire.encode(frame))
+            if isinstance(frame, (wire.Events, wire.DropReport)):
+                # in flight until the ack that answers this frame (re-sends count too: the Core counts them)
+                self._frames_out += 1
+                n = len(frame.records) if isinstance(frame, wire.Events) else 0
+                self._flight.append((self._frames_out, n))
+                self.in_flight += n
             return True
         except (OSError, websockets.WebSocketException) as exc:
             self._close(str(exc))
@@ -546,10 +627,19 @@ class UplinkActor(SupervisedActor):
         self._close("transmission halted")
         self._set_state("halted")
 
+    def _refused(self, reason: str, message: str) -> IdentityError:
+        """An identity failure the Core reported: recorded on the identity, raised to the supervisor."""
+        error = IdentityError(message, reason=reason)
+        record = getattr(self.identity, "record_failure", None)
+        if record is not None:
+            record(error)
+        return error
+
     @handles(ResumeTransmission)
     def on_resume(self, _: ResumeTransmission) -> None:
         self.gate.resume()
         self.attempt = 0
+        self._close("identity reloaded")  # the next session presents the reloaded identity
         self._set_state("disconnected")
         self.actor_ref.tell(Connect())
 

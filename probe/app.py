@@ -21,18 +21,22 @@ from typing import Any
 import attrs
 import pykka
 
+from actors.alerts import AlertBoard, AlertsActor, AlertSettings
 from actors.buffer import BufferActor
 from actors.credit import Window
-from actors.messages import Halt, Shed
-from actors.metrics import Metrics
+from actors.messages import Shed
+from actors.metrics import Metrics, Series
+from actors.resources import ResourceBudgets, ResourceSampler, ResourcesActor, Shedder
 from actors.sequencer import Sequencer
 from actors.signer import SignerActor
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from actors.uplink import TransmissionGate, UplinkActor, UplinkSettings
 from actors.worker import DissectionWorker, SourceTracker
-from probe.config import Config
+from probe.config import Config, ConfigError
 from probe.core.embedded import EmbeddedCore
-from probe.identity import ProbeIdentity
+from probe.health import HealthWriter, health_path
+from probe.identity import IdentityGuard, ProbeIdentity, ReloadResult
+from probe.metrics_http import MetricsServer
 from storage.accounting import Accounts
 from storage.buffer import TieredBuffer
 from storage.memtier import MemoryTier
@@ -40,8 +44,11 @@ from storage.spool import Spool
 
 log = logging.getLogger("probe.app")
 
-#: settings whose change alters the events a capture yields (part of a replay's identity)
-_EVENT_SHAPING = ("dissect", "capture.batch_packets")
+#: capture-file counters that are totals, not reasons for skipping
+_CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
+
+#: drop reasons exported at 0 before the first drop (others appear when they happen)
+DROP_REASONS = ("buffer_full", "signature", "encoding", "memory_budget")
 
 
 def file_source_id(path: str, config: Config) -> str:
@@ -79,6 +86,11 @@ class ProbeApp:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.sources: list[str] = []
+        #: raised alerts and their history (the console reads it; survives actor restarts)
+        self.alerts = AlertBoard()
+        self.metrics_server: MetricsServer | None = None
+        self.health: HealthWriter | None = None
+        self.shedder: Shedder | None = None
 
     # --- building ---------------------------------------------------------------------
 
@@ -86,12 +98,20 @@ class ProbeApp:
         cfg = self.config
         self.started_at = time.monotonic()
         os.makedirs(cfg.probe.data_dir, exist_ok=True)
+        if cfg.metrics.port is not None:
+            try:
+                self.metrics_server = MetricsServer(self.metrics, cfg.metrics.port).start()
+            except OSError as exc:
+                raise ConfigError("metrics.port", f"cannot listen on 127.0.0.1:{cfg.metrics.port}: {exc.strerror}") from None
         key_path = cfg.identity.key or cfg.data_path("identity", "probe.key")
-        self.identity = ProbeIdentity(cfg.probe_id, key_path)
+        ident = cfg.identity
+        self.identity = ProbeIdentity(cfg.probe_id, key_path, cert_path=ident.cert, ca_path=ident.ca, core_ca_path=ident.core_ca)
         if self.identity.created:
             log.info("created a new signing key at %s", key_path, extra={"component": "identity", "event": "key_created"})
         quota = cfg.buffer.disk_quota_mb << 20
         self.spool = Spool(cfg.data_path("spool"), quota, (cfg.buffer.map_size_mb << 20) or None)
+        self.identity.boot_seq = self.spool.next_seq
+        self.guard = IdentityGuard(self.identity, self.gate, self.directory, self.metrics, on_reload=self._identity_reloaded)
         self.buffer = TieredBuffer(self.spool, MemoryTier(cfg.buffer.memory_events, cfg.buffer.memory_bytes))
         self.sequencer = Sequencer(self.spool.next_seq, self.spool.source_progress)
         self.accounts_at_start = self.buffer.accounts()
@@ -100,21 +120,30 @@ class ProbeApp:
         self.buffer_window = Window(cfg.capture.window_batches)
         self.workers = self._worker_specs()
         self.tracker = SourceTracker(len(self.workers))
+        self.metrics.add_collector(self._collected_series)
+        self._declare_metrics()
+        self.shedder = Shedder(self.buffer, self.directory, self.metrics, self.worker_names)
+        self.health = HealthWriter(health_path(cfg.probe.data_dir), cfg.alerts.evaluate_interval)
         specs = [
             ChildSpec("buffer", self._start_buffer),
             ChildSpec("signer", self._start_signer),
             ChildSpec("uplink", self._start_uplink),
-        ] + [ChildSpec(f"worker-{i}", self._worker_starter(i)) for i in range(len(self.workers))]
+            ChildSpec("resources", self._start_resources),
+            ChildSpec("alerts", self._start_alerts),
+        ] + [ChildSpec(name, self._worker_starter(i)) for i, name in enumerate(self.worker_names())]
         s = cfg.supervisor
         self.supervisor = Supervisor.start(
             specs,
             self.directory,
             SupervisorSettings(s.max_restarts, s.restart_window, s.restart_backoff_initial, s.restart_backoff_max, s.max_tree_restarts),
             SupervisorHooks(halt=self._halt, shed=self._shed, fatal=self._fatal),
+            metrics=self.metrics,
         )
+        self.publish_health()
 
     def _start_embedded_core(self) -> str:
-        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen)
+        ident = self.config.identity
+        self.core = EmbeddedCore(self.config.data_path("core"), self.config.core.listen, client_ca=ident.ca if ident.cert else None, crl=ident.crl)
         self.core.enroll(self.identity.probe_id, self.identity.public_key_hex)
         url = self.core.start()
         log.info("embedded Core listening at %s", url, extra={"component": "core", "event": "embedded_core"})
@@ -159,6 +188,36 @@ class ProbeApp:
 
         return start
 
+    def worker_names(self) -> list[str]:
+        return [f"worker-{i}" for i in range(len(self.workers))]
+
+    def _start_resources(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        r = self.config.resources
+        budgets = ResourceBudgets(
+            memory_bytes=r.memory_mb << 20,
+            spool_quota_bytes=self.spool.quota_bytes,
+            shed_at=r.shed_at,
+            min_free_disk_bytes=r.min_free_disk_mb << 20,
+            cpu_cores=r.cpu_cores,
+            check_interval=r.check_interval,
+        )
+        sampler = ResourceSampler(self.config.probe.data_dir, lambda: self.spool.bytes_used)
+        return ResourcesActor.start(sup, budgets=budgets, sampler=sampler, shedder=self.shedder, buffer=self.buffer, metrics=self.metrics)
+
+    def _start_alerts(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        a = self.config.alerts
+        settings = AlertSettings(**{f.name: getattr(a, f.name) for f in attrs.fields(AlertSettings)})
+        return AlertsActor.start(
+            sup,
+            settings=settings,
+            metrics=self.metrics,
+            board=self.alerts,
+            directory=self.directory,
+            signer_window=self.signer_window,
+            source=f"alerts:{self.identity.boot_id}",
+            after_evaluate=lambda board: self.publish_health(),
+        )
+
     def _start_buffer(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         return BufferActor.start(sup, buffer=self.buffer, directory=self.directory, inbox=self.buffer_window, metrics=self.metrics)
 
@@ -200,16 +259,110 @@ class ProbeApp:
     # --- strategies outside the tree --------------------------------------------------
 
     def _halt(self, reason: str) -> None:
-        self.gate.halt(reason)
-        self.metrics.inc("identity_halts_total")
-        self.directory.tell("uplink", Halt(reason), wait=0)
+        """Identity failure: nothing more is sent; capture, dissection and buffering go on."""
+        self.guard.halt(reason)
+
+    # --- identity (console and SIGHUP) ------------------------------------------------
+
+    def reload_identity(self) -> ReloadResult:
+        """Re-read key, certificate and CAs; if all are good, use them and resume transmission.
+
+        A failed reload changes nothing (the running identity and any halt stay) and says
+        why; the console and SIGHUP call this.
+        """
+        guard = getattr(self, "guard", None)
+        if guard is None:
+            return ReloadResult(False, "starting", "the probe is still starting; its identity is checked as it starts")
+        return guard.reload()
+
+    def _identity_reloaded(self, identity: ProbeIdentity) -> None:
+        if self.core is not None and self.config.identity.cert is None:
+            self.core.enroll(identity.probe_id, identity.public_key_hex)  # the embedded Core pins keys
+
+    def identity_status(self) -> dict[str, Any]:
+        """Identity and transmission state for the console, the summary and alerts."""
+        return self.guard.status()
 
     def _shed(self, reason: str) -> None:
-        self.directory.tell("buffer", Shed(reason), wait=0)
+        if self.shedder is not None:
+            self.shedder.shed(reason)
+        else:
+            self.directory.tell("buffer", Shed(reason), wait=0)
 
     def _fatal(self, message: str) -> None:
         self.fatal_message = message
         self.stop_requested.set()
+        self.publish_health()
+
+    # --- observability ----------------------------------------------------------------
+
+    def _declare_metrics(self) -> None:
+        """Every series the design names exists from the start (at 0), so dashboards and
+        alert rules see a value, not an absence, before the first failure."""
+        for name in ("uplink_connection_failures_total", "uplink_backpressure_seconds_total", "signature_failures_total", "supervisor_tree_restarts_total"):
+            self.metrics.inc(name, 0)
+        for child in ["buffer", "signer", "uplink", "resources", "alerts"] + self.worker_names():
+            for strategy in ("restart", "halt", "shed"):
+                self.metrics.inc("supervisor_restarts_total", 0, child=child, strategy=strategy)
+
+    def _collected_series(self) -> list[Series]:
+        """Figures with an exact source: the event accounting and the dissection counters."""
+        now = self.buffer.accounts()
+        run = now.minus(self.accounts_at_start)
+        out: list[Series] = [
+            ("counter", "events_delivered_total", {}, float(run.delivered)),
+            ("gauge", "events_pending", {}, float(now.pending)),
+        ]
+        dropped = {reason: 0 for reason in DROP_REASONS}
+        dropped.update(run.dropped)
+        out += [("counter", "events_dropped_total", {"reason": reason}, float(n)) for reason, n in sorted(dropped.items())]
+        totals = self.tracker.totals()
+        out.append(("counter", "packets_captured_total", {}, float(totals.get("capture_packets", totals.get("packets", 0)))))
+        out.append(("counter", "kernel_drops_total", {}, float(totals.get("kernel_drops", 0))))
+        return out
+
+    def status(self) -> str:
+        """ok, degraded (alerts raised), halted (identity), failed (fatal) or stopped."""
+        if self.fatal_message:
+            return "failed"
+        if self.supervisor is None and self.finished_at:
+            return "stopped"
+        if self.gate.halted:
+            return "halted"
+        return "degraded" if self.alerts.active() else "ok"
+
+    def health_document(self) -> dict[str, Any]:
+        """What health.json says (``probe health`` reads it)."""
+        uplink = [labels.get("state") for labels, v in self.metrics.gauges("uplink_state") if v >= 1]
+        return {
+            "status": self.status(),
+            "probe_id": self.identity.probe_id,
+            "boot_id": self.identity.boot_id,
+            "uplink": uplink[0] if uplink else "starting",
+            "halt_reason": self.gate.reason,
+            "alerts": [a["key"] for a in self.alerts.active()],
+            "fatal": self.fatal_message,
+            "pending": self.buffer.pending,
+            "metrics_port": self.metrics_server.port if self.metrics_server else None,
+        }
+
+    def publish_health(self) -> None:
+        if self.health is None:
+            return
+        try:
+            self.health.write(self.health_document())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.health.path, exc, extra={"component": "health", "event": "health_write_failed"})
+
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text format (the console's ``metrics`` view)."""
+        from probe.metrics_http import exposition
+
+        return exposition(self.metrics)
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        """The metrics as a flat dict (the console's JSON view)."""
+        return self.metrics.snapshot()
 
     # --- running ----------------------------------------------------------------------
 
@@ -249,9 +402,16 @@ class ProbeApp:
                 log.error("the actor tree did not stop within 60 s")
             self.supervisor = None
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if hasattr(self, "identity") and hasattr(self, "spool"):
+            self.publish_health()
         if self.core is not None:
             self.core.stop()
-        self.buffer.close()  # memory-tier events to disk where they fit, the rest reported; totals made durable
+        if getattr(self, "buffer", None) is not None:
+            self.buffer.close()  # memory-tier events to disk where they fit, the rest reported; totals made durable
+        elif getattr(self, "spool", None) is not None:
+            self.spool.close()
 
     # --- reporting --------------------------------------------------------------------
 
@@ -273,7 +433,8 @@ class ProbeApp:
             "probe_id": self.identity.probe_id,
             "boot_id": self.identity.boot_id,
             "packets": packets,
-            "flows": counters.get("flows", kinds.get("conn", 0)),
+            "flows": counters.get("flows", 0),
+            "conversations": counters.get("conversations", 0),
             "events_by_kind": kinds,
             "events_created": run.created,
             "events_already_stored": int(self.metrics.total("events_replayed_skipped_total")) + counters.get("events_already_stored", 0),
@@ -282,8 +443,9 @@ class ProbeApp:
             "pending": now.pending,
             "seconds": round(seconds, 3),
             "packets_per_second": round(packets / seconds, 1),
-            "skipped": {k: v for k, v in sorted(counters.items()) if v and (k.startswith("skip:") or k.startswith("weird:") or k.startswith("capfile:"))},
+            "skipped": {k: v for k, v in sorted(counters.items()) if v and k.startswith(("skip:", "weird:", "capfile:")) and k not in _CAPFILE_TOTALS},
             "source_errors": errors,
+            "identity": {"state": self.identity.status()["state"], "reason": self.identity.status()["reason"]},
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
                 "connects": int(self.metrics.total("uplink_connects_total")),
@@ -292,5 +454,8 @@ class ProbeApp:
                 "halt_reason": self.gate.reason,
             },
             "accounting": now.as_dict(),
+            "restarts": {f"{labels['child']}:{labels['strategy']}": int(v) for kind, name, labels, v in self.metrics.items() if name == "supervisor_restarts_total" and v},
+            "tree_restarts": int(self.metrics.total("supervisor_tree_restarts_total")),
+            "alerts": self.alerts.history(),
             "fatal": self.fatal_message,
         }

@@ -8,11 +8,13 @@ schema (``python -m probe config-docs``) and a test keeps the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -91,7 +93,7 @@ class CaptureSection:
 
 @attrs.frozen
 class DissectSection:
-    max_flows: int = setting(200_000, "flows tracked at once; beyond it the oldest idle flow is evicted (counted)", check=positive)
+    max_flows: int = setting(100_000, "flows tracked at once (about 2.4 KB each); beyond it the least recently active are evicted (counted)", check=positive)
     tcp_idle_timeout: float = setting(300.0, "seconds of silence after which a TCP flow ends", check=positive)
     udp_idle_timeout: float = setting(60.0, "seconds of silence after which a UDP flow ends", check=positive)
     icmp_idle_timeout: float = setting(60.0, "seconds of silence after which an ICMP flow ends", check=positive)
@@ -101,13 +103,21 @@ class DissectSection:
     reassembly_total_bytes: int = setting(64 << 20, "out-of-order bytes held over all flows", check=positive)
     local_nets: list[str] = setting([], "CIDR prefixes that count as local for conn's local_orig/local_resp")
     weirds_per_second: int = setting(100, "weird events per second before they are only counted", check=non_negative)
+    tcp_attempt_timeout: float = setting(5.0, "seconds an unanswered SYN keeps its flow open (Zeek's tcp_attempt_delay)", check=positive)
+    verify_ip_checksum: bool = setting(True, "drop IPv4 packets with a bad header checksum (weird bad_IP_checksum), as Zeek does")
+    verify_transport_checksums: bool = setting(False, "check TCP/UDP/ICMP checksums (Zeek parity; costs ~4 us a packet, wrong under checksum offload)")
+    fragment_timeout: float = setting(30.0, "seconds IP fragments wait for the rest of their datagram", check=positive)
+    fragment_bytes: int = setting(4 << 20, "bytes of IP fragments held for reassembly at most", check=positive)
+    flip_by_server_port: bool = setting(True, "for flows first seen mid-way, make the well-known-port side the responder (Zeek's likely_server_ports)")
 
 
 @attrs.frozen
 class IdentitySection:
-    key: str = setting("", "Ed25519 signing key file; empty means DATA_DIR/identity/probe.key, created on first run")
-    cert: str | None = setting(None, "the probe's X.509 certificate issued by the Core's CA")
-    ca: str | None = setting(None, "CA certificate that issued the probe's and the Core's certificates")
+    key: str = setting("", "Ed25519 signing key file (mode 0600); empty means DATA_DIR/identity/probe.key, created on first run when no cert is set")
+    cert: str | None = setting(None, "the probe's X.509 certificate issued by the Core's CA (python -m probe pki issue)")
+    ca: str | None = setting(None, "CA certificate that issued the probe's certificate (and, unless core_ca is set, the Core's)")
+    core_ca: str | None = setting(None, "CA certificate to verify the Core's TLS certificate with; default: ca")
+    crl: str | None = setting(None, "revocation list the embedded Core checks probe certificates against (reloaded when it changes)")
 
 
 @attrs.frozen
@@ -144,9 +154,13 @@ class ConsoleSection:
     allow_users: list[str] = setting([], "users allowed besides root and the probe's own user")
 
 
+def port_number(value: Any) -> str | None:
+    return None if value is None or 0 <= value <= 65535 else "must be a port number (0 picks a free one)"
+
+
 @attrs.frozen
 class MetricsSection:
-    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics", flag="--metrics-port")
+    port: int | None = setting(None, "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port, written to health.json)", flag="--metrics-port", check=port_number)
 
 
 @attrs.frozen
@@ -157,12 +171,18 @@ class AlertsSection:
     drops_per_second: float = setting(100.0, "alert when events are dropped faster than this", check=non_negative)
     signature_failures_per_min: float = setting(10.0, "alert when signing fails more often than this per minute", check=non_negative)
     resource_utilization: float = setting(0.9, "alert when any resource is used beyond this fraction of its budget", check=fraction)
+    connection_failures_window: float = setting(60.0, "seconds of the sliding window connection failures are counted over", check=positive)
+    drops_window: float = setting(10.0, "seconds of the sliding window dropped events are counted over", check=positive)
+    signature_failures_window: float = setting(60.0, "seconds of the sliding window signature failures are counted over", check=positive)
+    evaluate_interval: float = setting(1.0, "seconds between alert evaluations (and rewrites of DATA_DIR/health.json)", check=positive)
 
 
 @attrs.frozen
 class ResourcesSection:
-    memory_mb: int = setting(1024, "resident memory budget of the delivery process in megabytes", check=positive)
-    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing", check=non_negative)
+    memory_mb: int = setting(1024, "resident memory budget in megabytes: anonymous resident memory of the delivery process and its dissection processes together", check=positive)
+    shed_at: float = setting(0.85, "fraction of the memory budget at which load is shed, so that use stays under the budget", check=fraction)
+    min_free_disk_mb: int = setting(256, "free disk below which the spool stops growing (new events go to the memory tier)", check=non_negative)
+    cpu_cores: float = setting(0.0, "CPU budget in cores for the alert on CPU use; 0 means every core of the machine", check=non_negative)
     check_interval: float = setting(1.0, "seconds between resource checks", check=positive)
 
 
@@ -298,6 +318,42 @@ def _check_across(config: Config) -> None:
     url = config.uplink.core_url
     if url is not None and not (url.startswith("ws://") or url.startswith("wss://")):
         raise ConfigError("uplink.core_url", "must start with ws:// or wss://")
+    _check_identity(config)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (names are not resolved: only these count)."""
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_identity(config: Config) -> None:
+    ident = config.identity
+    if ident.cert and not ident.ca:
+        raise ConfigError("identity.ca", "needed to check identity.cert: the CA certificate that issued it")
+    if (ident.ca or ident.core_ca or ident.crl) and not ident.cert:
+        key = "identity.ca" if ident.ca else ("identity.core_ca" if ident.core_ca else "identity.crl")
+        raise ConfigError(key, "only means something with identity.cert (the probe's certificate)")
+    url = config.uplink.core_url
+    if url is None:
+        return
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as exc:
+        raise ConfigError("uplink.core_url", f"not a URL: {exc}") from None
+    if url.startswith("ws://") and not is_loopback_host(host):
+        raise ConfigError(
+            "uplink.core_url",
+            f"plain ws:// is only allowed to a Core on loopback, not {host!r}: use wss:// with identity.cert, identity.key and identity.ca (mutual TLS)",
+        )
+    if url.startswith("wss://") and not ident.cert:
+        raise ConfigError("uplink.core_url", "wss:// needs identity.cert and identity.ca: the probe authenticates with its certificate (mutual TLS)")
 
 
 def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -20,7 +20,7 @@ import pykka
 
 from actors.capture import FileCaptureActor, StopCapture
 from actors.credit import Window
-from actors.dissector import DissectorActor
+from actors.dissector import DissectorActor, EvictFlows
 from actors.outbox import Outbox
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
@@ -95,6 +95,10 @@ class WorkerProcess:
         """Graceful stop: end the source now; open flows are flushed as usual."""
         self.directory.tell("capture", StopCapture(), wait=5)
 
+    def evict_flows(self, fraction: float) -> None:
+        """Resource pressure in the delivery process: end the oldest idle flows."""
+        self.directory.tell("dissector", EvictFlows(fraction), wait=0)
+
     def _fatal(self, message: str) -> None:
         self.error = message
         self.exit_code = 1
@@ -124,6 +128,8 @@ def _control_loop(process: WorkerProcess) -> None:
             continue
         if command.get("t") == "stop":
             process.stop_capture()
+        elif command.get("t") == "shed":
+            process.evict_flows(float(command.get("fraction", 0.25)))
         elif command.get("t") == "kill":
             process.finished.set()
             return

@@ -33,6 +33,7 @@ payload bytes per direction) are filled for cross-checking with other tools.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from typing import Any
@@ -119,17 +120,22 @@ class FlowSink:
         """``flow.deadline`` was set: re-examine the flow then."""
 
 
-class TcpEndpoint:
-    """One side of a TCP connection (Zeek's TCP_Endpoint): state, sequence space, history."""
+class TcpEndpoint(StreamReassembler):
+    """One side of a TCP connection (Zeek's TCP_Endpoint): state, sequence space, history.
+
+    It is also the reassembler of the bytes this side sends (one object, fewer lookups
+    per packet).
+    """
 
     __slots__ = (
         "is_orig", "peer", "state", "prev_state", "start_seq", "last_seq", "seq_wraps", "ack_seq", "ack_wraps",
         "fin_cnt", "rst_cnt", "fin_seq", "did_close", "did_eof", "hist_last_syn", "hist_last_fin",
         "hist_last_rst", "rxmt_cnt", "rxmt_thresh", "win0_cnt", "win0_thresh", "chk_cnt", "chk_thresh",
-        "gap_cnt", "gap_thresh", "reasm",
+        "gap_cnt", "gap_thresh", "seq_limit",
     )
 
-    def __init__(self, is_orig: bool) -> None:
+    def __init__(self, is_orig: bool, owner: "Flow", budget: ReassemblyBudget, keep: bool) -> None:
+        StreamReassembler.__init__(self, owner, self, budget, keep)
         self.is_orig = is_orig
         self.peer: TcpEndpoint = self
         self.state = INACTIVE
@@ -155,7 +161,7 @@ class TcpEndpoint:
         self.chk_thresh = 1
         self.gap_cnt = 0
         self.gap_thresh = 1
-        self.reasm: StreamReassembler | None = None
+        self.seq_limit = 0  # exclusive bound of sequence numbers the fast path handles
 
     def set_state(self, new_state: int) -> None:
         if new_state != self.state:
@@ -194,19 +200,19 @@ class Flow:
     """One connection in the flow table; fields are named after the conn.log columns."""
 
     __slots__ = (
-        "proto", "key", "lo_is_orig", "orig_h", "resp_h", "orig_p", "resp_p", "vlans", "orig_l2", "resp_l2",
+        "proto", "okey", "rkey", "orig_h", "resp_h", "orig_p", "resp_p", "vlans", "orig_l2", "resp_l2",
         "start_ts", "last_ts", "deadline", "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
         "orig_l2_bytes", "resp_l2_bytes", "orig_payload", "resp_payload", "orig_size", "resp_size",
         "orig_chk_cnt", "orig_chk_thresh", "resp_chk_cnt", "resp_chk_thresh", "history", "hist_seen",
         "orig", "resp", "is_partial", "first_seen", "close_deferred", "deferred_gen_event", "did_weird",
-        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "scheduled",
+        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "fast",
     )
 
     def __init__(
         self,
         proto: int,
-        key: tuple,
-        lo_is_orig: bool,
+        okey: Any,
+        rkey: Any,
         orig_h: bytes,
         orig_p: int,
         resp_h: bytes,
@@ -216,8 +222,8 @@ class Flow:
         sink: FlowSink,
     ) -> None:
         self.proto = proto
-        self.key = key
-        self.lo_is_orig = lo_is_orig  # whether the first endpoint of ``key`` is the originator
+        self.okey = okey  # flow-table key of the originator's packets
+        self.rkey = rkey  # flow-table key of the responder's packets
         self.orig_h = orig_h
         self.resp_h = resp_h
         self.orig_p = orig_p
@@ -259,18 +265,16 @@ class Flow:
         self.ctx: Any = None
         self.uid: str | None = None
         self.finished = False
-        self.scheduled = False
+        self.fast = False  # TCP: the next ACK/data segment may take tcp_packet's fast path
 
     # -- TCP setup ---------------------------------------------------------------------
 
     def init_tcp(self, budget: ReassemblyBudget, keep: bool) -> None:
         """Create the two endpoints and their reassemblers."""
-        orig = TcpEndpoint(True)
-        resp = TcpEndpoint(False)
+        orig = TcpEndpoint(True, self, budget, keep)
+        resp = TcpEndpoint(False, self, budget, keep)
         orig.peer = resp
         resp.peer = orig
-        orig.reasm = StreamReassembler(self, orig, budget, keep)
-        resp.reasm = StreamReassembler(self, resp, budget, keep)
         self.orig = orig
         self.resp = resp
 
@@ -294,7 +298,7 @@ class Flow:
 
     def flip(self) -> None:
         """Swap originator and responder (Zeek's FlipRoles): everything per direction swaps."""
-        self.lo_is_orig = not self.lo_is_orig
+        self.okey, self.rkey = self.rkey, self.okey
         self.orig_h, self.resp_h = self.resp_h, self.orig_h
         self.orig_p, self.resp_p = self.resp_p, self.orig_p
         self.orig_l2, self.resp_l2 = self.resp_l2, self.orig_l2
@@ -452,8 +456,6 @@ def _is_local(raw: bytes, local_nets: tuple) -> bool:
 
 def compile_local_nets(cidrs: tuple[str, ...] | list[str]) -> tuple:
     """(version, network int, mask int) per CIDR, for :func:`conn_event`."""
-    import ipaddress
-
     out = []
     for cidr in cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
@@ -530,17 +532,104 @@ def tcp_packet(
     caplen: int,
     ts: float,
 ) -> None:
-    """One TCP segment with a good checksum (Zeek's TCPSessionAdapter::Process)."""
+    """One TCP segment with a good checksum (Zeek's TCPSessionAdapter::Process).
+
+    This is the whole logic, for any segment. Afterwards ``flow.fast`` says whether the
+    next segments may take the engine's fast path instead (see :func:`_update_fast`).
+    """
     if is_orig:
-        ep = flow.orig
-        peer = flow.resp
+        _tcp_packet_full(flow, True, flow.orig, flow.resp, flags, base_seq, ack_seq, window, length, data, pay_off,
+                         caplen, ts)
+    else:
+        _tcp_packet_full(flow, False, flow.resp, flow.orig, flags, base_seq, ack_seq, window, length, data, pay_off,
+                         caplen, ts)
+    _update_fast(flow)
+
+
+def history_data_or_ack(flow: Flow, is_orig: bool, length: int) -> None:
+    """``D``/``d`` for a segment with payload, else ``A``/``a`` for a pure ACK (once each)."""
+    if length:
+        mask = _H_DATA if is_orig else _H_DATA << 16
+    else:
+        mask = _H_ACK if is_orig else _H_ACK << 16
+    if not flow.hist_seen & mask:
+        flow.hist_seen |= mask
+        if length:
+            flow.history += "D" if is_orig else "d"
+        else:
+            flow.history += "A" if is_orig else "a"
+
+
+#: hist_seen bits of D/d/A/a: once all are set, history_data_or_ack has nothing to do
+HIST_DATA_ACK_ALL = (_H_DATA | _H_ACK) | ((_H_DATA | _H_ACK) << 16)
+
+
+def zero_window(flow: Flow, ep: TcpEndpoint) -> None:
+    """A zero-window advertisement: ``W``/``w`` logarithmically."""
+    ep.win0_cnt, ep.win0_thresh = flow.scaled_history("W" if ep.is_orig else "w", ep.win0_cnt, ep.win0_thresh)
+
+
+def retransmission(flow: Flow, ep: TcpEndpoint) -> None:
+    """Payload that does not advance the sequence space: ``T``/``t`` logarithmically."""
+    ep.rxmt_cnt, ep.rxmt_thresh = flow.scaled_history("T" if ep.is_orig else "t", ep.rxmt_cnt, ep.rxmt_thresh)
+
+
+def _update_fast(flow: Flow) -> None:
+    """Set ``flow.fast``: whether the engine may take its fast path for the next segments.
+
+    The fast path (in ``protocols.dissect``) handles an ACK segment without SYN/FIN/RST
+    whose sequence number is in [start, seq_limit) and whose ack is in the peer's
+    [start, seq_limit), on a flow where both sides are established, both were seen, no
+    FIN was sent, nothing wrapped or closed. Under those conditions the full logic only
+    sets history D/A/W/T, ``last_ts``, the ack and last sequence numbers and feeds the
+    reassemblers, which is what the fast path does; a test runs every capture both ways.
+    """
+    orig = flow.orig
+    resp = flow.resp
+    flow.fast = (
+        orig.state == ESTABLISHED
+        and resp.state == ESTABLISHED
+        and flow.first_seen == 3
+        and not (
+            orig.seq_wraps or resp.seq_wraps or orig.ack_wraps or resp.ack_wraps or orig.fin_cnt or resp.fin_cnt
+            or orig.did_close or resp.did_close
+        )
+        and _near_start(orig)
+        and _near_start(resp)
+    )
+
+
+def _near_start(ep: TcpEndpoint) -> bool:
+    """Set ``ep.seq_limit``; True if its last and acked numbers are in [start, limit)."""
+    start = ep.start_seq
+    limit = start + _HALF
+    if limit > _M32:
+        limit = _M32  # keep seq + length below 2**32: no wrap to think about
+    ep.seq_limit = limit
+    return start <= ep.last_seq < limit and start <= ep.ack_seq < limit
+
+
+def _tcp_packet_full(
+    flow: Flow,
+    is_orig: bool,
+    ep: TcpEndpoint,
+    peer: TcpEndpoint,
+    flags: int,
+    base_seq: int,
+    ack_seq: int,
+    window: int,
+    length: int,
+    data: bytes,
+    pay_off: int,
+    caplen: int,
+    ts: float,
+) -> None:
+    """The whole of Zeek's per-segment TCP logic, for any segment."""
+    if is_orig:
         if not flow.first_seen & 1:
             flow.is_partial = not (flags & SYN) or bool(flags & ACK)
-    else:
-        ep = flow.resp
-        peer = flow.orig
-        if not flow.first_seen & 2 and not flow.is_partial:
-            flow.is_partial = not (flags & SYN)
+    elif not flow.first_seen & 2 and not flow.is_partial:
+        flow.is_partial = not (flags & SYN)
     syn = flags & SYN
     fin = flags & FIN
     rst = flags & RST
@@ -610,18 +699,12 @@ def tcp_packet(
         if _ep_check(flow, ep, _H_RST << shift, "R") and rel_seq != ep.hist_last_rst:
             flow.history += "R" if ep.is_orig else "r"
         ep.hist_last_rst = rel_seq
-    elif length:
-        if not flow.hist_seen & (_H_DATA << shift):
-            flow.hist_seen |= _H_DATA << shift
-            flow.history += "D" if ep.is_orig else "d"
-    elif ackf:
-        if not flow.hist_seen & (_H_ACK << shift):
-            flow.hist_seen |= _H_ACK << shift
-            flow.history += "A" if ep.is_orig else "a"
+    elif length or ackf:
+        history_data_or_ack(flow, ep.is_orig, length)
 
     # update_window: only the zero-window history matters here
     if window == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
-        ep.win0_cnt, ep.win0_thresh = flow.scaled_history("W" if ep.is_orig else "w", ep.win0_cnt, ep.win0_thresh)
+        zero_window(flow, ep)
 
     if not (flow.orig.did_close and flow.resp.did_close):
         flow.last_ts = ts
@@ -676,27 +759,28 @@ def tcp_packet(
             ep.seq_wraps += 1
         ep.last_seq = seq_end
     elif length > 0:
-        ep.rxmt_cnt, ep.rxmt_thresh = flow.scaled_history("T" if ep.is_orig else "t", ep.rxmt_cnt, ep.rxmt_thresh)
+        retransmission(flow, ep)
 
-    do_close, gen_event = _update_state_machine(flow, ep, peer, base_seq, ack_seq, length, delta_last, is_orig, flags, ts)
+    do_close, gen_event = _update_state_machine(
+        flow, ep, peer, base_seq, ack_seq, length, delta_last, is_orig, flags, ts
+    )
 
     if ackf:
         # the ack may reveal a content gap in the peer's stream
         ack_rel = rel_ack
         if peer.fin_cnt and ack_rel >= peer.fin_seq:
             ack_rel = peer.fin_seq - 1
-        peer.reasm.ack_received(ack_rel, ts, flow.is_partial)
+        peer.ack_received(ack_rel, ts, flow.is_partial)
         _check_eof(flow, peer)
 
     flow.first_seen |= 1 if is_orig else 2
 
     if length > 0 and not rst and not underflow:
         if caplen >= length:
-            reasm = ep.reasm
-            reasm.data_sent(
+            ep.data_sent(
                 rel_seq + 1 if syn else rel_seq,
                 length,
-                data[pay_off : pay_off + length] if reasm.keep else None,
+                data[pay_off : pay_off + length] if ep.keep else None,
                 ts,
             )
         else:
@@ -841,13 +925,13 @@ def _schedule(flow: Flow, deadline: float) -> None:
 
 def _data_pending(ep: TcpEndpoint) -> bool:
     """Zeek's DataPending: stream data below the last sequence number not yet delivered."""
-    delivered = ep.reasm.next_seq
+    delivered = ep.next_seq
     last = ep.relative_last()
     if last < delivered:
         return False
     if delivered != last - 1 and delivered != last:
         return True
-    return ep.state != RESET and ep.peer.reasm.has_undelivered()
+    return ep.state != RESET and ep.peer.has_undelivered()
 
 
 def _check_eof(flow: Flow, ep: TcpEndpoint) -> None:

@@ -8,11 +8,12 @@ conn's ``missed_bytes``, ``G``/``g`` in its history) and the held data after it 
 delivered. Retransmissions and overlaps: the first copy wins; a later copy that differs
 from data still held is Zeek's ``rexmit_inconsistency``.
 
-Memory is bounded under any input: held (out-of-order) bytes count against a per-direction
-budget and a budget shared by all flows (:class:`ReassemblyBudget`); when either is
-exhausted the oldest hole is given up as a gap (``reassembly_budget`` weird) and the held
-data behind it is delivered. Delivered-but-unacknowledged data is retained only to detect
-inconsistent retransmissions, within the same budgets, and is trimmed by acks.
+Memory is bounded under any input: the bytes a direction holds (out of order, plus
+delivered-but-unacknowledged data retained only to detect inconsistent retransmissions,
+trimmed by acks and dropped first) stay within a per-direction budget, and all flows'
+within a shared one (:class:`ReassemblyBudget`); when a budget is exhausted the oldest
+hole is given up as a gap (``reassembly_budget`` weird) and the held data behind it is
+delivered.
 
 When nobody consumes the stream (no parser), only byte *ranges* are tracked: gaps and
 missed bytes stay exact while no payload is copied.
@@ -60,6 +61,7 @@ class StreamReassembler:
         "endpoint",
         "budget",
         "keep",
+        "plain",
         "next_seq",
         "trim_seq",
         "held",
@@ -73,11 +75,12 @@ class StreamReassembler:
         self.endpoint = endpoint  # the flow layer's endpoint object (knows is_orig)
         self.budget = budget
         self.keep = keep  # whether payload is wanted (a parser, or detection, consumes it)
+        self.plain = not keep  # nothing kept and nothing held: in-order bytes just advance next_seq
         self.next_seq = 1  # Zeek's last_reassem_seq: everything below was delivered or given up
         self.trim_seq = 1  # highest acknowledgement processed
         self.held: list[list] = []  # sorted [seq, end, data|None] blocks above next_seq
         self.held_bytes = 0
-        self.retained: deque = deque()  # delivered, not yet acked [seq, data] (keep only)
+        self.retained: deque | None = None  # delivered, not yet acked [seq, data] (made when needed)
         self.retained_bytes = 0
 
     # -- input -------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class StreamReassembler:
         if self.held and self.held[0][0] <= self.next_seq:
             self._deliver_held(ts)
         self._enforce_budget(ts)
+        self.plain = not self.keep and not self.held
 
     def ack_received(self, seq: int, ts: float, partial: bool) -> None:
         """The peer acknowledged everything below relative ``seq`` (FIN octet excluded).
@@ -126,8 +130,11 @@ class StreamReassembler:
             return
         if seq > self.next_seq and not (seq <= 2 and partial):
             self._undelivered(seq, ts)
+            self.plain = not self.keep and not self.held
         self.trim_seq = seq
         retained = self.retained
+        if retained is None:
+            return
         while retained:
             first = retained[0]
             first_end = first[0] + len(first[1])
@@ -141,6 +148,8 @@ class StreamReassembler:
                     first[1] = first[1][cut:]
                     first[0] = seq
                 break
+        if not retained:
+            self.retained = None  # an idle flow should not keep an empty deque
 
     def flush(self, ts: float) -> None:
         """End of the connection: hand over held data behind its holes (gaps reported, forced)."""
@@ -151,6 +160,7 @@ class StreamReassembler:
                 self.next_seq = start
             self._deliver_held(ts)
         self._drop_retained()
+        self.plain = not self.keep
 
     def release(self) -> None:
         """Give back every byte this reassembler holds (the flow is gone)."""
@@ -160,6 +170,7 @@ class StreamReassembler:
         self.held = []
         self.held_bytes = 0
         self._drop_retained()
+        self.plain = not self.keep
 
     def stop_keeping(self) -> None:
         """Nobody wants the payload any more: drop held data, keep tracking ranges."""
@@ -171,6 +182,7 @@ class StreamReassembler:
                 self.budget.used -= len(block[2])
                 block[2] = None
         self._drop_retained()
+        self.plain = not self.held
 
     # -- state -------------------------------------------------------------------------
 
@@ -189,12 +201,15 @@ class StreamReassembler:
         size = len(data)
         if not size:
             return
-        if self.retained_bytes + size > budget.per_direction or budget.used + size > budget.total:
-            # no room to remember delivered data: forget the oldest (inconsistency checks
-            # on it are lost, delivery is not affected)
+        room = budget.per_direction - self.held_bytes
+        if self.retained_bytes + size > room or budget.used + size > budget.total:
+            # no room to remember delivered data: forget it (inconsistency checks on it
+            # are lost, delivery is not affected); held data always has precedence
             self._drop_retained()
-            if size > budget.per_direction or budget.used + size > budget.total:
+            if size > room or budget.used + size > budget.total:
                 return
+        if self.retained is None:
+            self.retained = deque()
         self.retained.append([seq, data])
         self.retained_bytes += size
         budget.used += size
@@ -206,12 +221,12 @@ class StreamReassembler:
     def _drop_retained(self) -> None:
         if self.retained_bytes:
             self.budget.used -= self.retained_bytes
-        self.retained.clear()
+        self.retained = None
         self.retained_bytes = 0
 
     def _compare_retained(self, seq: int, end: int, data: bytes, ts: float) -> None:
         """Compare ``data`` (at ``seq``) over ``[seq, end)`` with delivered copies still retained."""
-        for block_seq, block_data in self.retained:
+        for block_seq, block_data in self.retained or ():
             block_end = block_seq + len(block_data)
             if block_end <= seq:
                 continue
@@ -220,8 +235,7 @@ class StreamReassembler:
             lo = seq if seq > block_seq else block_seq
             hi = end if end < block_end else block_end
             if data[lo - seq : hi - seq] != block_data[lo - block_seq : hi - block_seq]:
-                self.owner.stream_inconsistency(self, lo, hi - lo, ts)
-                return
+                self.owner.stream_inconsistency(self, lo, hi - lo, ts)  # one per block, as Zeek
 
     def _insert(self, seq: int, end: int, data: bytes | None, ts: float) -> None:
         """Add [seq, end) above next_seq to the held blocks; existing bytes win overlaps."""
@@ -244,7 +258,8 @@ class StreamReassembler:
                 self._add_block(index, cursor, end, None if data is None else data[cursor - seq :])
                 return
             if cursor < b_seq:
-                index += self._add_block(index, cursor, b_seq, None if data is None else data[cursor - seq : b_seq - seq])
+                piece = None if data is None else data[cursor - seq : b_seq - seq]
+                index += self._add_block(index, cursor, b_seq, piece)
                 cursor = b_seq
                 continue
             # overlap with an existing block: the first copy wins, a different one is weird
@@ -304,16 +319,18 @@ class StreamReassembler:
             self.next_seq = up_to
 
     def _enforce_budget(self, ts: float) -> None:
-        """Give up the oldest hole while held data exceeds a budget (or ranges pile up)."""
+        """Keep held + retained bytes within the budgets (and ranges within MAX_RANGES).
+
+        Retained data goes first (it only serves inconsistency checks); then the oldest
+        hole is given up: reported as a forced gap, the held data behind it delivered.
+        """
         budget = self.budget
         held = self.held
         while held and (
-            self.held_bytes > budget.per_direction
-            or budget.used > budget.total
+            self.held_bytes + self.retained_bytes > budget.per_direction
+            or (self.keep and budget.used > budget.total)
             or len(held) > MAX_RANGES
         ):
-            if self.held_bytes <= budget.per_direction and len(held) <= MAX_RANGES and not self.keep:
-                break  # over the shared budget but holding no data ourselves: not our bytes
             if self.retained_bytes:
                 self._drop_retained()
                 continue

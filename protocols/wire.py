@@ -33,10 +33,33 @@ class ErrorCode:
     OVER_CREDIT = "over_credit"  # more events in flight than the Core granted
     STORE_FAILED = "store_failed"  # the Core could not commit (transient on its side)
     SHUTTING_DOWN = "shutting_down"  # the Core is stopping
+    # certificate refusals (protocols/identity.py names the same reasons)
+    BAD_CERTIFICATE = "bad_certificate"  # no certificate, or one that does not parse
+    UNKNOWN_CA = "unknown_ca"  # not issued by the CA the Core trusts
+    CERT_EXPIRED = "cert_expired"
+    CERT_NOT_YET_VALID = "cert_not_yet_valid"
+    CERT_REVOKED = "cert_revoked"  # listed in the Core's revocation list
+    PROBE_ID_MISMATCH = "probe_id_mismatch"  # the certificate is for another probe id
+    KEY_MISMATCH = "key_mismatch"  # the certificate does not hold the hello's key
+    WRONG_PURPOSE = "wrong_purpose"  # not a probe certificate (CA, Core, non-Ed25519)
+    REPLAYED_SEQUENCE = "replayed_sequence"  # an event whose (boot, seq) does not fit that boot's range
 
 
 #: error codes after which the probe must halt transmission (identity failures)
-IDENTITY_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.UNKNOWN_PROBE})
+IDENTITY_CODES = frozenset(
+    {
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.UNKNOWN_PROBE,
+        ErrorCode.BAD_CERTIFICATE,
+        ErrorCode.UNKNOWN_CA,
+        ErrorCode.CERT_EXPIRED,
+        ErrorCode.CERT_NOT_YET_VALID,
+        ErrorCode.CERT_REVOKED,
+        ErrorCode.PROBE_ID_MISMATCH,
+        ErrorCode.KEY_MISMATCH,
+        ErrorCode.WRONG_PURPOSE,
+    }
+)
 
 
 class FrameError(ValueError):
@@ -61,6 +84,7 @@ class Hello:
     first_seq: int  # oldest sequence still held by the probe (0: none)
     last_seq: int  # newest sequence assigned so far (0: none)
     certificate: bytes | None = None  # PEM/DER certificate when the Core uses a CA
+    boot_seq: int = 0  # first sequence number this boot may assign (0: not said)
 
 
 @attrs.frozen(slots=True)
@@ -182,6 +206,7 @@ def _hello(o: dict) -> Hello:
     key = _need(o, "public_key", bytes)
     if len(key) != 32:
         raise FrameError(ErrorCode.BAD_FRAME, "hello public_key must be 32 bytes")
+    boot_seq = _seq(o, "boot_seq") if o.get("boot_seq") is not None else 0
     return Hello(
         _need(o, "probe_id", str),
         _need(o, "boot_id", str),
@@ -190,6 +215,7 @@ def _hello(o: dict) -> Hello:
         _seq(o, "first_seq"),
         _seq(o, "last_seq"),
         _need(o, "certificate", bytes, optional=True),
+        boot_seq,
     )
 
 

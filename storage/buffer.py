@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import attrs
 
@@ -34,8 +34,6 @@ MIGRATE_CHUNK = 2000
 BUFFER_FULL = "buffer_full"
 #: reason of events still in the memory tier when the probe stopped and the spool had no room
 SHUTDOWN = "shutdown"
-#: reason of events the Core refused (bad signature, foreign probe id)
-REJECTED = "rejected_by_core"
 
 Record = tuple[int, bytes]
 Progress = tuple[str, int]
@@ -91,9 +89,9 @@ class TieredBuffer:
         self.in_flight_upto = 0
         #: events moved from the memory tier back into the spool so far
         self.migrated = 0
-        #: the Core's acknowledged point, and refusals not yet taken off the spool
+        #: the Core's acknowledged point, and its final refusals (seq -> reason) not yet applied
         self._acked_upto = 0
-        self._rejected_backlog = 0
+        self._refused: dict[int, str] = {}
         # guards what the uplink reads (tiers' contents, drop reports, in_flight_upto)
         # against the moves and drops the buffer actor makes
         self._lock = threading.RLock()
@@ -316,42 +314,51 @@ class TieredBuffer:
             self._mem_created += count
             self._mem_dropped[reason] += count
 
-    def acknowledge(self, upto: int, rejected: int = 0) -> tuple[int, int]:
-        """The Core holds everything up to ``upto`` (``rejected`` of it refused): (delivered, rejected).
+    def acknowledge(self, upto: int, refused: Mapping[int, str] | None = None) -> tuple[int, dict[str, int]]:
+        """The Core holds everything up to ``upto``: (delivered, dropped by reason).
 
-        If the disk refuses the deletion, the events stay counted as pending until
-        :meth:`maintain` manages it (they are never sent again: the uplink is past them).
+        ``refused`` (seq -> reason) are events of that range the Core refused for good:
+        they leave the buffer counted dropped with their reason, not delivered. If the
+        disk refuses the deletion, the events stay pending until :meth:`maintain` manages
+        it (they are never sent again: the uplink is past them).
         """
         self._maybe_retry_disk()
+        dropped: collections.Counter[str] = collections.Counter()
         with self._lock:
             self._acked_upto = max(self._acked_upto, upto)
-            self._rejected_backlog += rejected
+            if refused:
+                self._refused.update(refused)
+            in_memory = {s: r for s, r in self._refused.items() if s <= upto and self.memory.holds(s)}
             removed_disk = 0
             if self.disk_ok:
+                on_disk = {s: r for s, r in self._refused.items() if s <= upto and s not in in_memory}
                 try:
-                    removed_disk = self.spool.acknowledge(upto)
+                    removed_disk = self.spool.acknowledge(upto, on_disk)
+                    dropped.update(on_disk.values())
+                    for s in on_disk:
+                        del self._refused[s]
                 except (ResourceError, TransientError) as exc:
                     self._disk_failed(exc)
-            removed_mem = self.memory.acknowledge(upto)
+            removed_mem = self.memory.acknowledge(upto) - len(in_memory)
+            for s, reason in in_memory.items():
+                del self._refused[s]
+                self._mem_dropped[reason] += 1
+            dropped.update(in_memory.values())
             self._mem_delivered += removed_mem
             self._mem_ranges = [r for r in self._mem_ranges if r[1] > upto]
-            rejected = min(self._rejected_backlog, removed_disk + removed_mem)
-            if rejected:
-                self._rejected_backlog -= rejected
-                self._count_rejected(rejected, from_disk=min(rejected, removed_disk))
             self._settle_memory_progress()
             if len(self.memory) and self.disk_ok:
                 self._migrate()
-        return removed_disk + removed_mem - rejected, rejected
+        return removed_disk + removed_mem, dict(dropped)
 
-    def maintain(self) -> tuple[int, int]:
+    def maintain(self) -> tuple[int, dict[str, int]]:
         """Periodic care: retry a failed disk, finish deletions it refused, move memory events to disk.
 
-        Returns (delivered, rejected) for deletions completed now.
+        Returns (delivered, dropped by reason) for deletions completed now.
         """
         self._maybe_retry_disk()
         if not self.disk_ok:
-            return 0, 0
+            return 0, {}
         with self._lock:
             first = self.spool.first_seq() if self.spool.pending else 0
             if first and first <= self._acked_upto:
@@ -359,20 +366,7 @@ class TieredBuffer:
             if len(self.memory):
                 self._migrate()
             self._settle_memory_progress()
-        return 0, 0
-
-    def _count_rejected(self, rejected: int, from_disk: int) -> None:
-        """Move refused events from delivered to dropped(rejected_by_core)."""
-        from_mem = rejected - from_disk
-        if from_disk:
-            try:
-                self.spool.fold({"delivered": -from_disk, "dropped:" + REJECTED: from_disk})
-            except (ResourceError, TransientError) as exc:
-                self._disk_failed(exc)
-                from_mem += from_disk
-        if from_mem:
-            self._mem_delivered -= from_mem
-            self._mem_dropped[REJECTED] += from_mem
+        return 0, {}
 
     # --- delivery (uplink) ----------------------------------------------------------
 

@@ -51,6 +51,12 @@ class MemoryTier:
             start = bisect.bisect_right(self._items, after, key=_seq_of)
             return list(itertools.islice(self._items, start, start + max_events))
 
+    def holds(self, seq: int) -> bool:
+        """Whether ``seq`` is in the tier."""
+        with self._lock:
+            at = bisect.bisect_left(self._items, seq, key=_seq_of)
+            return at < len(self._items) and self._items[at][0] == seq
+
     def acknowledge(self, upto: int) -> int:
         removed = 0
         with self._lock:

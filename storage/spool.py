@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import lmdb
 import msgpack
@@ -242,19 +242,29 @@ class Spool:
                 if msgpack.unpackb(v)[0] > after
             ]
 
-    def acknowledge(self, upto: int) -> int:
-        """The Core holds everything up to ``upto``: delete it, count it delivered; return how many."""
+    def acknowledge(self, upto: int, refused: Mapping[int, str] | None = None) -> int:
+        """The Core holds everything up to ``upto``: delete it, count it delivered; return how many.
+
+        Sequences in ``refused`` (seq -> reason) were refused by the Core for good: they
+        are deleted too but counted dropped with their reason.
+        """
         removed = 0
         size = 0
+        dropped: dict[str, int] = {}
         try:
             with self.env.begin(write=True) as txn:
                 cursor = txn.cursor(db=self._events)
                 cursor.first()
                 while cursor.key():
-                    if _SEQ.unpack(cursor.key())[0] > upto:
+                    seq = _SEQ.unpack(cursor.key())[0]
+                    if seq > upto:
                         break
                     size += len(cursor.value()) + RECORD_OVERHEAD
-                    removed += 1
+                    if refused and seq in refused:
+                        key = "dropped:" + refused[seq]
+                        dropped[key] = dropped.get(key, 0) + 1
+                    else:
+                        removed += 1
                     cursor.delete()
                 stale = []
                 for k, v in txn.cursor(db=self._drops):
@@ -264,7 +274,8 @@ class Spool:
                         stale.append(k)
                 for k in stale:
                     txn.delete(k, db=self._drops)
-                updated = self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -removed})
+                gone = removed + sum(dropped.values())
+                updated = self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -gone, **dropped})
         except lmdb.Error as exc:
             raise self._classify(exc) from exc
         self._counters.update(updated)

@@ -16,10 +16,13 @@ from probe.cli import EXIT_OK, Parser, UsageError
 def cmd_core_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    import ssl
+
     from probe.config import host_port
     from probe.core.overload import ControlError, Overload
     from probe.core.server import Core, CoreSettings
     from probe.logs import setup_logging
+    from protocols.errors import IdentityError
 
     if host_port(args.listen):
         raise UsageError(f"--listen {args.listen!r}: must be HOST:PORT")
@@ -31,12 +34,30 @@ def cmd_core_serve(args: argparse.Namespace) -> int:
         overload = Overload().updated({"rate_limit": args.rate_limit, "slow_disk_ms": args.slow_disk_ms, "paused": args.pause})
     except ControlError as exc:
         raise UsageError(str(exc)) from None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.crl and not args.client_ca:
+        raise UsageError("--crl needs --client-ca (the CA that signs the revocation list)")
+    for flag in ("tls_cert", "tls_key", "client_ca", "crl"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            raise UsageError(f"--{flag.replace('_', '-')} {path}: no such file")
     setup_logging(args.log_level, component="core")
     host, _, port = args.listen.rpartition(":")
     settings = CoreSettings(credit=args.credit, high_watermark=args.high_watermark, low_watermark=args.low_watermark)
-    core = Core(args.data_dir, settings=settings, overload=overload)
+    try:
+        core = Core(
+            args.data_dir, settings=settings, overload=overload,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca, crl=args.crl,
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     try:
         asyncio.run(core.serve(host, int(port), args.ready_file))
+    except IdentityError as exc:
+        raise UsageError(str(exc)) from None
+    except ssl.SSLError as exc:
+        raise UsageError(f"cannot use the TLS certificate or key: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.listen}: {exc.strerror}") from None
     return EXIT_OK
@@ -112,6 +133,9 @@ def cmd_core_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not accounts:
         print("no probe has delivered events to this Core yet")
+    refusals = _refusals(args.data_dir)
+    if refusals:
+        print("refused: " + ", ".join(f"{k} {v}" for k, v in sorted(refusals.items())))
     for a in accounts:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(a["rejected"].items())) or "0"
         reported = ", ".join(f"{k} {v}" for k, v in sorted(a["reported"].items())) or "0"
@@ -188,6 +212,16 @@ def cmd_core_control(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refusals(data_dir: str) -> dict[str, int]:
+    """Connections and events the Core refused, by reason (from its counters file)."""
+    try:
+        with open(os.path.join(data_dir, "counters.json")) as fh:
+            counters = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in counters.items() if (k.startswith("refused:") or k.startswith("events_rejected:")) and v}
+
+
 def cmd_core_enroll(args: argparse.Namespace) -> int:
     from probe.core.trust import TrustError, TrustStore
 
@@ -219,6 +253,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--pause", action="store_true", help="overload: start paused (commit nothing until resumed)")
     serve.add_argument("--ready-file", help="write HOST:PORT here once listening")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve wss:// with this certificate (pki issue-core makes one)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (mode 0600)")
+    serve.add_argument("--client-ca", metavar="FILE", help="require probe certificates issued by this CA (mutual TLS)")
+    serve.add_argument("--crl", metavar="FILE", help="revocation list of that CA, reloaded when it changes and on SIGHUP")
     serve.set_defaults(func=cmd_core_serve)
     export = core_sub.add_parser("export", help="print stored events as JSON lines")
     export.add_argument("--data-dir", required=True)

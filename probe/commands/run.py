@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
+import sys
+import threading
 from typing import Any
 
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, UsageError, add_config_flags, load_from_args
+from protocols.errors import IdentityError
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -19,7 +23,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"probe {s['probe_id']}: {s['outcome']}",
         f"  capture       {s['capture']}",
         f"  packets       {s['packets']} in {s['seconds']:.2f} s ({s['packets_per_second']:.0f} packets/s)",
-        f"  flows         {s['flows']}",
+        f"  flows         {s['flows']} conn records in {s['conversations']} conversations (ICMP counted per address pair)",
         f"  events        {s['events_created']} created ({kinds})",
     ]
     if s["events_already_stored"]:
@@ -41,6 +45,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append(f"  backpressure  {s['uplink']['backpressure_seconds']:.1f} s (the Core asked to slow down)")
     if s["uplink"]["halted"]:
         lines.append(f"  HALTED        {s['uplink']['halt_reason']}")
+        lines.append("                fix the identity, then reload (SIGHUP) or run again: the backlog is delivered then")
     if s["fatal"]:
         lines.append(f"  FATAL         {s['fatal']}")
     print("\n".join(lines))
@@ -49,6 +54,24 @@ def _print_summary(s: dict[str, Any]) -> None:
 def sample_capture() -> str:
     """Path of the bundled sample capture (real traffic of every protocol the probe parses)."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "mixed.pcap")
+
+
+def install_reload_signal(app: Any) -> Any:
+    """SIGHUP reloads the identity (in a thread: a signal handler must return at once).
+
+    Returns the previous handler, for restoring.
+    """
+    log = logging.getLogger("probe.run")
+
+    def reload() -> None:
+        result = app.reload_identity()
+        if not result.ok:
+            log.warning("SIGHUP: identity reload refused: %s", result.message, extra={"component": "identity", "event": "sighup_reload", "reason": result.reason})
+
+    def on_hup(signum: int, frame: Any) -> None:
+        threading.Thread(target=reload, name="identity-reload", daemon=True).start()
+
+    return signal.signal(signal.SIGHUP, on_hup)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,9 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         app.stop_requested.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = install_reload_signal(app)
     try:
         app.start()
         outcome = app.wait()
+    except IdentityError as exc:
+        raise UsageError(f"identity: {exc} (no usable signing key: nothing can be signed)") from None
     finally:
         app.stop()
         for sig, handler in previous.items():
@@ -86,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     if outcome == "fatal":
+        print(f"probe: fatal: {summary['fatal']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if summary["pending"] == 0 else EXIT_PENDING
 

@@ -9,14 +9,14 @@ transaction: under load many frames share one commit.
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from protocols.events.envelope import SIGNATURE_SIZE, VERSION, MalformedEvent
+from protocols.events.envelope import SIGNATURE_SIZE, VERSION, EventRecord, MalformedEvent
 from protocols.wire import ErrorCode
 from storage.core_store import CoreStore, ProbeAccount
 
@@ -35,8 +35,8 @@ _MAP_TYPES = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _ENVELOPE_ERRORS = (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError, msgpack.StackError)
 
 
-def envelope_header(canonical: bytes) -> tuple[str, int]:
-    """(probe_id, seq) of canonical bytes, checking the whole envelope's shape; raise MalformedEvent.
+def envelope_header(canonical: bytes) -> EventRecord:
+    """The envelope of canonical bytes (body left empty), checking the whole shape; raise MalformedEvent.
 
     The same checks as :func:`decode_canonical` (a 7-array, version 1, strings, a
     non-negative int seq, a float ts, a map body, nothing after it) without building the
@@ -63,13 +63,21 @@ def envelope_header(canonical: bytes) -> tuple[str, int]:
         raise MalformedEvent(f"not an envelope: {exc}") from None
     except IndexError:
         raise MalformedEvent("truncated envelope") from None
-    return probe_id, seq
+    return EventRecord(probe_id, boot_id, seq, ts, kind, {})
 
 
 def verify_records(
-    records: Sequence[bytes], probe_id: str, key: nacl.signing.VerifyKey
+    records: Sequence[bytes],
+    probe_id: str,
+    key: nacl.signing.VerifyKey | Any,
+    policy: Callable[[EventRecord], str | None] | None = None,
 ) -> list[tuple[int, bytes | None, str | None]]:
-    """(seq or -1, record if good, error code if bad) for each record; no state touched."""
+    """(seq or -1, record if good, error code if bad) for each record; no state touched.
+
+    ``key`` is anything with ``verify(signed)`` (a key ring tries older keys too);
+    ``policy`` refuses a well-signed event with a code (a replayed sequence); it sees the
+    envelope (probe, boot, seq, ts, kind), not the body.
+    """
     out: list[tuple[int, bytes | None, str | None]] = []
     verify = key.verify
     for record in records:
@@ -77,17 +85,22 @@ def verify_records(
             out.append((-1, None, ErrorCode.BAD_EVENT))
             continue
         try:
-            owner, seq = envelope_header(record[SIGNATURE_SIZE:])
+            event = envelope_header(record[SIGNATURE_SIZE:])
         except MalformedEvent:
             out.append((-1, None, ErrorCode.BAD_EVENT))
             continue
-        if owner != probe_id or seq == 0:
+        seq = event.seq
+        if event.probe_id != probe_id or seq == 0:
             out.append((seq, None, ErrorCode.BAD_EVENT))
             continue
         try:
             verify(record)
         except nacl.exceptions.BadSignatureError:
             out.append((seq, None, ErrorCode.BAD_SIGNATURE))
+            continue
+        refusal = policy(event) if policy is not None else None
+        if refusal is not None:
+            out.append((seq, None, refusal))
             continue
         out.append((seq, record, None))
     return out
@@ -112,7 +125,7 @@ def apply_events(
         if code is not None:
             account.rejected[code] = account.rejected.get(code, 0) + 1
             rejected.append((seq, code))
-            if seq > account.acked:
+            if seq > account.acked and code != ErrorCode.REPLAYED_SEQUENCE:  # a replay never moves the stream on
                 account.gaps += seq - account.acked - 1
                 account.acked = seq
             continue
@@ -147,11 +160,13 @@ def apply_drops(account: ProbeAccount, ranges: Sequence[tuple[int, int, str]]) -
 
 @attrs.frozen(slots=True)
 class GroupResult:
-    """What one group commit did: events stored, rejections (seq, code), duplicates."""
+    """What one group commit did: events stored, rejections (seq, code), duplicates, and per
+    frame (in order) the acknowledged point after it and its own rejections: one ack each."""
 
     stored: int
     rejected: list[tuple[int, str]]
     duplicates: int
+    acks: list[tuple[int, list[tuple[int, str]]]]
 
 
 def commit_group(
@@ -168,10 +183,12 @@ def commit_group(
     """
     stored = duplicates = 0
     rejected: list[tuple[int, str]] = []
+    acks: list[tuple[int, list[tuple[int, str]]]] = []
     with store.write() as txn:
         for kind, payload in steps:
             if kind == "drops":
                 apply_drops(account, payload)  # type: ignore[arg-type]
+                acks.append((account.acked, []))
                 continue
             checked = payload  # type: ignore[assignment]
             low = {}
@@ -186,8 +203,9 @@ def commit_group(
             stored += len(result.store)
             duplicates += result.duplicates
             rejected.extend(result.rejected)
+            acks.append((account.acked, result.rejected))
         account.last_seen = time.time()
         txn.put_account(account)
     if slow_disk > 0:
         time.sleep(slow_disk)
-    return GroupResult(stored, rejected, duplicates)
+    return GroupResult(stored, rejected, duplicates, acks)

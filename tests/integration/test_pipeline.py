@@ -60,6 +60,19 @@ def test_conn_events_at_the_core_match_tshark(pcap, pcaps_dir, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_the_readme_sample_run_counts_every_conversation(pcaps_dir, tmp_path):
+    """`run --sample` replays the bundled copy of mixed.pcap: its conversations are tshark's."""
+    truth = json.loads((pcaps_dir / "mixed.truth.json").read_text())
+    result = run_probe("--sample", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = result.summary
+    assert summary["conversations"] == len(truth["flows"])
+    assert summary["packets"] == truth["summary"]["packets"]
+    assert summary["delivered"] == summary["events_created"] > summary["flows"]
+    assert summary["accounting"]["balanced"]
+
+
+@pytest.mark.timeout(120)
 def test_running_twice_stores_nothing_twice(pcaps_dir, tmp_path):
     pcap = str(pcaps_dir / "dns.pcap")
     first = run_probe("--pcap", pcap, "--data-dir", str(tmp_path))

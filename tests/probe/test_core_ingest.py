@@ -81,7 +81,8 @@ def test_envelope_header_checks_what_decode_canonical_checks():
     from protocols.events.envelope import MalformedEvent, decode_canonical
 
     good = signed(7, 1)[0][64:]
-    assert envelope_header(good) == ("p1", 7) == (decode_canonical(good).probe_id, decode_canonical(good).seq)
+    envelope, full = envelope_header(good), decode_canonical(good)
+    assert (envelope.probe_id, envelope.boot_id, envelope.seq, envelope.ts, envelope.kind) == ("p1", "boot", 7, full.ts, full.kind)
     bad = [
         good[:-1],  # truncated body
         good + b"\x00",  # trailing bytes

@@ -30,9 +30,6 @@ KNOWN_DIFFERENCES = {
     ("sv-dns-truncated-rname.pcap", "dns", "suricata"):
         "the query holds more than 25 questions: Zeek (whose dns.log the probe follows) "
         "takes it for non-DNS traffic and logs nothing; Suricata logs it with a name cut at 1025",
-    ("zeek-ipv6-fragmented-dns.pcap", "dns", "zeek"):
-        "the 3238-byte TXT response arrives in IPv6 fragments, which the flow engine counts as "
-        "skip:ip_fragment instead of reassembling: its query is logged unanswered",
 }
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from storage.buffer import BUFFER_FULL, REJECTED, SHUTDOWN, TieredBuffer
+from storage.buffer import BUFFER_FULL, SHUTDOWN, TieredBuffer
 from storage.memtier import MemoryTier
 from storage.spool import RECORD_OVERHEAD, Spool
 
@@ -135,13 +135,16 @@ def test_close_keeps_what_fits_and_reports_the_rest_as_shutdown(tmp_path):
     assert all(r[0] > n + 14 for r in reports if r[2] == "unassigned"), "no report covers another"
 
 
-def test_rejected_events_leave_the_buffer_as_dropped_not_delivered(tmp_path):
-    buf = make(tmp_path, 100, 100)
+def test_refused_events_leave_the_buffer_as_dropped_not_delivered(tmp_path):
+    buf = make(tmp_path, 10, 100)
     n = buf.spool.next_seq
     buf.store(batch(n, 10))
-    assert buf.acknowledge(n + 9, rejected=2) == (8, 2)
+    buf.store(batch(n + 10, 5))  # these five wait in memory
+    refused = {n + 3: "rejected_bad_signature", n + 12: "rejected_bad_event"}
+    assert buf.acknowledge(n + 14, refused) == (13, {"rejected_bad_signature": 1, "rejected_bad_event": 1})
     acc = buf.accounts()
-    assert (acc.delivered, acc.dropped, acc.pending, acc.balanced) == (8, {REJECTED: 2}, 0, True)
+    assert (acc.delivered, acc.pending, acc.balanced) == (13, 0, True)
+    assert acc.dropped == {"rejected_bad_signature": 1, "rejected_bad_event": 1}
 
 
 @pytest.fixture
