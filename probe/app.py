@@ -195,7 +195,7 @@ class ProbeApp:
         r = self.config.resources
         budgets = ResourceBudgets(
             memory_bytes=r.memory_mb << 20,
-            spool_quota_bytes=self.spool.quota_bytes,
+            spool_quota_bytes=self.spool.capacity,  # what the records may fill (the file itself is bounded by the quota)
             shed_at=r.shed_at,
             min_free_disk_bytes=r.min_free_disk_mb << 20,
             cpu_cores=r.cpu_cores,
