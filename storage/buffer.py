@@ -82,7 +82,8 @@ class TieredBuffer:
         self.memory = memory
         self.disk_retry_interval = disk_retry_interval
         self.clock = clock
-        self.disk_ok = True
+        self._disk_ok = True
+        self._disk_held = False  # paused from outside (low free disk): no automatic retry
         self.disk_error: str | None = None
         self._disk_failed_at = 0.0
         #: highest seq the uplink has taken for sending; nothing at or below it is ever shed
@@ -167,14 +168,26 @@ class TieredBuffer:
         if exc.reason == "disk_full":
             self._disk_failed(exc)
 
+    @property
+    def disk_ok(self) -> bool:
+        """Whether new events go to the spool (False: the memory tier takes them)."""
+        return self._disk_ok
+
+    @disk_ok.setter
+    def disk_ok(self, value: bool) -> None:
+        """An outside decision (the resources monitor pausing the spool while free disk is low):
+        held until set True again, never retried on a timer."""
+        self._disk_ok = value
+        self._disk_held = not value
+
     def _disk_failed(self, exc: Exception) -> None:
-        self.disk_ok = False
+        self._disk_ok = False
         self.disk_error = str(exc)
         self._disk_failed_at = self.clock()
 
     def _maybe_retry_disk(self) -> None:
-        if not self.disk_ok and self.clock() - self._disk_failed_at >= self.disk_retry_interval:
-            self.disk_ok = True  # the next write tries the disk again
+        if not self._disk_ok and not self._disk_held and self.clock() - self._disk_failed_at >= self.disk_retry_interval:
+            self._disk_ok = True  # the next write tries the disk again
 
     def _migrate(self) -> int:
         """Move the memory tier's oldest events into the spool while it has room; return how many."""

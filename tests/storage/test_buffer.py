@@ -182,3 +182,15 @@ def test_a_full_disk_moves_capture_to_memory_and_back_when_space_returns(tiny_di
     acc = buf.accounts()
     assert acc.balanced and acc.pending == seq + 20 - n and acc.dropped == {}
     buf.close()
+
+
+def test_a_spool_paused_from_outside_stays_paused_until_resumed(tmp_path):
+    clock = [0.0]
+    buf = make(tmp_path, 100, 100, clock=lambda: clock[0])
+    n = buf.spool.next_seq
+    buf.disk_ok = False  # e.g. free disk below the minimum
+    clock[0] += 60
+    assert buf.store(batch(n, 10)).tier == "memory", "no timed retry while held"
+    buf.disk_ok = True
+    assert buf.store(batch(n + 10, 10)).tier == "disk", "the memory events moved back first, then the new ones followed"
+    assert len(buf.memory) == 0 and [s for s, _ in buf.spool.read(0, 100)] == list(range(n, n + 20))
