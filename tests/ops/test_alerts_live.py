@@ -79,7 +79,7 @@ def test_a_stalled_core_raises_connection_buffer_and_resource_alerts_and_they_cl
     c.stall()  # it accepts connections (the kernel does) but never answers
     app = apps(config)
     wait_for(lambda: {"connection_failures", "buffer_utilization:disk", "resource:spool"} <= active(app), 90)
-    assert app.metrics.total("uplink_connection_failures_total") >= 3
+    wait_for(lambda: app.metrics.total("uplink_connection_failures_total") >= 3, 30)
     assert app.status() == "degraded"
     c.resume()
     wait_for(lambda: not active(app) and app.buffer.pending == 0, 90)
