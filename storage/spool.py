@@ -28,8 +28,9 @@ RECORD_OVERHEAD = 48
 #: free pages awaiting reuse, copy-on-write): measured under drop/ack churn, the data
 #: file stays within 1.15 x the records' counted bytes
 RECORD_SHARE = 0.8
-#: smallest LMDB map (a few tiny quotas in tests; LMDB needs room for its databases)
-MIN_MAP = 1 << 20
+#: smallest LMDB map: below it LMDB's own pages (four databases, a batch's copy-on-write)
+#: crowd the records out, so a smaller quota bounds the records but the file may reach this
+MIN_MAP = 4 << 20
 
 
 def _key(seq: int) -> bytes:
@@ -46,8 +47,9 @@ class Spool:
     """Durable, ordered store of signed event records with their accounting.
 
     ``quota_bytes`` bounds the LMDB data file itself (it is the map size, so the file
-    can never grow past it); records are admitted up to ``capacity`` = RECORD_SHARE of
-    it, so that deletes and drops always find pages to copy on write.
+    can never grow past it; quotas under MIN_MAP get a map of MIN_MAP); records are
+    admitted up to ``capacity`` = RECORD_SHARE of it, so that deletes and drops always
+    find pages to copy on write.
     """
 
     def __init__(self, path: str, quota_bytes: int, map_size: int | None = None, record_share: float = RECORD_SHARE) -> None:
@@ -166,7 +168,8 @@ class Spool:
                     txn.put(source.encode(), msgpack.packb(ordinal), db=self._sources)
                 updated = self._bump(txn, {"created": len(records) if created is None else created, "bytes": size, "stored": len(records)})
         except lmdb.MapFullError as exc:
-            raise SpoolFull(f"spool map full: {exc}", reason="map_full") from exc
+            # the map is the quota: the file is at its limit (LMDB's own pages took the rest)
+            raise SpoolFull(f"spool quota of {self.quota_bytes} bytes reached (the LMDB file is at its limit)", reason="disk_quota") from exc
         except lmdb.Error as exc:
             raise self._classify(exc) from exc
         self._counters.update(updated)

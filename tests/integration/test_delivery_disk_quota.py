@@ -17,9 +17,9 @@ from protocols.events.envelope import decode_canonical
 from storage.spool import RECORD_OVERHEAD
 from tests.integration.delivery_rig import DeliveryRig, conn_events, free_port
 
-QUOTA_EVENTS = 3000
+QUOTA_EVENTS = 7200  # a quota above the smallest LMDB map, so the map itself enforces it
 MEMORY_EVENTS = 1000
-OUTAGE_EVENTS = 12_000
+OUTAGE_EVENTS = 14_000
 
 
 @pytest.mark.timeout(120)
