@@ -33,6 +33,20 @@ class StopCapture:
     """End the source now: what was read is dissected, then the final batch goes out."""
 
 
+@attrs.frozen(slots=True)
+class PauseCapture:
+    """Operator: hand on no more frames until resumed; then tell the dissector ``report``."""
+
+    report: Any = None
+
+
+@attrs.frozen(slots=True)
+class ResumeCapture:
+    """Operator: go on from where the pause stopped; then tell the dissector ``report``."""
+
+    report: Any = None
+
+
 class FileCaptureActor(SupervisedActor):
     """Replays one capture file losslessly into the dissector."""
 
@@ -64,6 +78,8 @@ class FileCaptureActor(SupervisedActor):
         self.bytes_read = 0
         self.size = 0
         self.started = 0.0
+        self.paused = False
+        self._scheduled = False  # a ReadMore is in the mailbox
 
     def start_child(self) -> None:
         self.started = time.monotonic()
@@ -75,7 +91,12 @@ class FileCaptureActor(SupervisedActor):
             self.on_error(f"cannot read capture file {self.path}: {exc.strerror}")
             self.ready.append(FrameBatch([], final=True))
             self.finished = True
-        self.actor_ref.tell(ReadMore())
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.actor_ref.tell(ReadMore())
 
     def stop_child(self) -> None:
         if self.file is not None:
@@ -84,23 +105,43 @@ class FileCaptureActor(SupervisedActor):
 
     @handles(ReadMore)
     def on_read_more(self, _: ReadMore) -> None:
+        self._scheduled = False
+        if self.paused:
+            return  # ResumeCapture schedules the next read
         if not self.ready and not self.finished:
             self._read_chunk()
         while self.ready:
             if not self.downstream.acquire(timeout=0.05):
-                self.actor_ref.tell(ReadMore())  # let stop requests in, then try again
+                self._schedule()  # let stop and pause requests in, then try again
                 return
             self.directory.tell("dissector", self.ready.pop(0))
         if not self.finished:
-            self.actor_ref.tell(ReadMore())
+            self._schedule()
 
     @handles(StopCapture)
     def on_stop_capture(self, _: StopCapture) -> None:
+        self.paused = False
         if not self.finished:
             self.ready.append(FrameBatch(self.frames, final=True))
             self.frames = []
             self.finished = True
-            self.actor_ref.tell(ReadMore())
+        self._schedule()
+
+    @handles(PauseCapture)
+    def on_pause(self, pause: PauseCapture) -> None:
+        """Frames already handed on are still dissected; the report follows them."""
+        self.paused = True
+        self.publish(self.counters())
+        if pause.report is not None:
+            self.directory.tell("dissector", pause.report)
+
+    @handles(ResumeCapture)
+    def on_resume(self, resume: ResumeCapture) -> None:
+        self.paused = False
+        self.publish(self.counters())
+        self._schedule()
+        if resume.report is not None:
+            self.directory.tell("dissector", resume.report)
 
     def _read_chunk(self) -> None:
         chunk = self.file.read(CHUNK)
@@ -126,4 +167,5 @@ class FileCaptureActor(SupervisedActor):
         out = {f"capfile:{k}": v for k, v in self.reader.counters.items()}
         out["capture_bytes_read"] = self.bytes_read
         out["capture_file_size"] = self.size
+        out["capture_paused"] = int(self.paused)
         return out

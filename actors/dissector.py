@@ -19,6 +19,35 @@ log = logging.getLogger("probe.dissector")
 STATS_PERIOD = 1.0
 
 
+# --- operator requests (from the console through the delivery process); each is answered
+# with ``Outbox.reply(request_id, ...)`` after the frames queued before it are dissected
+
+
+@attrs.frozen(slots=True)
+class ReportCounters:
+    """Send the counters now and answer ``request_id`` with ``info`` plus the packet count."""
+
+    request_id: int
+    info: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(slots=True)
+class TopFlows:
+    """Answer with the ``n`` open flows that carried the most bytes."""
+
+    request_id: int
+    n: int
+
+
+@attrs.frozen(slots=True)
+class FlushFlows:
+    """End flows idle for ``idle`` s at ``now`` (None: the engine's packet clock); answer with counts."""
+
+    request_id: int
+    idle: float
+    now: float | None = None
+
+
 @attrs.frozen(slots=True)
 class EvictFlows:
     """Resource pressure: end the oldest idle ``fraction`` of the open flows now."""
@@ -75,6 +104,28 @@ class DissectorActor(SupervisedActor):
         events = self.engine.advance(tick.now)
         if events:
             self.outbox.emit(events)
+
+    @handles(ReportCounters)
+    def on_report(self, request: ReportCounters) -> None:
+        counters = self.counters()
+        self.outbox.stats(counters)
+        self.outbox.reply(request.request_id, {**request.info, "packets": counters.get("packets", 0)})
+
+    @handles(TopFlows)
+    def on_top_flows(self, request: TopFlows) -> None:
+        self.outbox.reply(request.request_id, {"open": self.engine.active_flows, "clock": self.engine.clock, "top": self.engine.top_flows(request.n)})
+
+    @handles(FlushFlows)
+    def on_flush(self, request: FlushFlows) -> None:
+        before = self.engine.active_flows
+        events = self.engine.flush_idle(request.idle, request.now)
+        if events:
+            self.outbox.emit(events)
+        self.outbox.stats(self.counters())
+        self.outbox.reply(
+            request.request_id,
+            {"open_before": before, "open_after": self.engine.active_flows, "events": len(events), "clock": self.engine.clock},
+        )
 
     @handles(EvictFlows)
     def on_evict(self, evict: EvictFlows) -> None:

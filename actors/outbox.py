@@ -57,6 +57,10 @@ class Outbox:
     def stats(self, counters: dict[str, int]) -> None:
         self._write({"t": "stats", "c": counters})
 
+    def reply(self, request_id: int, result: dict[str, Any]) -> None:
+        """Answer an operator request the delivery process forwarded (pause, flows, flush)."""
+        self._write({"t": "reply", "id": request_id, "r": result})
+
     def done(self, counters: dict[str, int], error: str | None = None) -> None:
         """The source is exhausted (or failed with ``error``): nothing more will come."""
         self._write({"t": "done", "c": counters, "error": error, "events": self.next_ordinal})

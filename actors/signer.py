@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import nacl.signing
 
@@ -54,8 +54,10 @@ class SignerActor(SupervisedActor):
         inbox: Window,
         downstream: Window,
         metrics: Metrics,
+        tap: Callable[[SignedEvents], None] | None = None,
     ) -> None:
         super().__init__(supervisor)
+        self.tap = tap  # the console's live tail: sees each signed batch (cheap when nobody listens)
         self.identity = identity
         self.sequencer = sequencer
         self.directory = directory
@@ -83,10 +85,10 @@ class SignerActor(SupervisedActor):
                 kinds[event.kind] -= 1
                 log.warning("event of kind %s not signed: %s", event.kind, why, extra={"component": "signer", "event": "signature_failure", "reason": why})
             self.downstream.acquire()
-            self.directory.tell(
-                "buffer",
-                SignedEvents(signed.records, (batch.source, batch.first_ordinal + total), dict(kinds)),
-            )
+            out = SignedEvents(signed.records, (batch.source, batch.first_ordinal + total), dict(kinds))
+            self.directory.tell("buffer", out)
+            if self.tap is not None and signed.records:
+                self.tap(out)
             if signed.failures:
                 self.metrics.inc("signature_failures_total", len(signed.failures))
                 self.directory.tell("buffer", EventsDropped("signature", len(signed.failures)))

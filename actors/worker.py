@@ -22,6 +22,7 @@ from actors.base import SupervisedActor, handles
 from actors.credit import Window
 from actors.messages import EventBatch
 from actors.metrics import Metrics
+from actors.replies import ReplyBoard
 from actors.supervisor import Directory
 from protocols.errors import TransientError
 from protocols.events.base import EncodedEvent
@@ -47,6 +48,7 @@ class SourceTracker:
         self.done: list[bool] = [False] * workers
         self.errors: list[str | None] = [None] * workers
         self.changed = threading.Event()
+        self.replies = ReplyBoard()  # answers to operator requests (pause, flows, flush, ...)
 
     def update(self, index: int, counters: dict[str, int]) -> None:
         with self._lock:
@@ -191,6 +193,8 @@ class DissectionWorker(SupervisedActor):
             self.metrics.inc("events_from_workers_total", len(events), worker=str(self.index))
         elif kind == "stats":
             self.tracker.update(self.index, message["c"])
+        elif kind == "reply":
+            self.tracker.replies.deliver(message)
         elif kind == "done":
             self._done = True
             self.tracker.finish(self.index, message["c"], message.get("error"))

@@ -23,6 +23,7 @@ import pykka
 
 from actors.alerts import AlertBoard, AlertsActor, AlertSettings
 from actors.buffer import BufferActor
+from actors.console import ConsoleActor, ConsoleSettings, EventTap
 from actors.credit import Window
 from actors.messages import Shed
 from actors.metrics import Metrics, Series
@@ -33,6 +34,7 @@ from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks,
 from actors.uplink import TransmissionGate, UplinkActor, UplinkSettings
 from actors.worker import DissectionWorker, SourceTracker
 from probe.config import Config, ConfigError
+from probe.control import ProbeControl
 from probe.core.embedded import EmbeddedCore
 from probe.health import HealthWriter, health_path
 from probe.identity import IdentityGuard, ProbeIdentity, ReloadResult
@@ -86,6 +88,9 @@ class ProbeApp:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.sources: list[str] = []
+        self.capture_paused = False  # set by the console's pause; a restarted worker starts paused
+        self.operator_stop: str | None = None  # set by the console's shutdown: drain, then stop
+        self.event_tap = EventTap()  # the console's live tail taps the signer's output
         #: raised alerts and their history (the console reads it; survives actor restarts)
         self.alerts = AlertBoard()
         self.metrics_server: MetricsServer | None = None
@@ -120,6 +125,7 @@ class ProbeApp:
         self.buffer_window = Window(cfg.capture.window_batches)
         self.workers = self._worker_specs()
         self.tracker = SourceTracker(len(self.workers))
+        self.control = ProbeControl(self)
         self.metrics.add_collector(self._collected_series)
         self._declare_metrics()
         self.shedder = Shedder(self.buffer, self.directory, self.metrics, self.worker_names)
@@ -128,6 +134,7 @@ class ProbeApp:
             ChildSpec("buffer", self._start_buffer),
             ChildSpec("signer", self._start_signer),
             ChildSpec("uplink", self._start_uplink),
+            ChildSpec("console", self._start_console),
             ChildSpec("resources", self._start_resources),
             ChildSpec("alerts", self._start_alerts),
         ] + [ChildSpec(name, self._worker_starter(i)) for i, name in enumerate(self.worker_names())]
@@ -173,6 +180,7 @@ class ProbeApp:
         def spec() -> dict[str, Any]:
             out = dict(self.workers[index])
             out["resume_ordinal"] = self.sequencer.ordinal(out["source"])
+            out["paused"] = self.capture_paused
             return out
 
         def start(sup: pykka.ActorRef) -> pykka.ActorRef:
@@ -230,7 +238,21 @@ class ProbeApp:
             inbox=self.signer_window,
             downstream=self.buffer_window,
             metrics=self.metrics,
+            tap=self.event_tap.publish,
         )
+
+    def _start_console(self, sup: pykka.ActorRef) -> pykka.ActorRef:
+        c = self.config.console
+        settings = ConsoleSettings(
+            path=self.config.console_socket,
+            group=c.group,
+            allow_users=tuple(c.allow_users),
+            max_clients=c.max_clients,
+            max_line=c.max_line_bytes,
+            client_buffer=c.client_buffer_bytes,
+            tail_rate=float(c.tail_events_per_second),
+        )
+        return ConsoleActor.start(sup, settings=settings, backend=self.control, tap=self.event_tap, metrics=self.metrics)
 
     def _start_uplink(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         u = self.config.uplink
@@ -385,7 +407,7 @@ class ProbeApp:
                 return "stopped"
             if self.pipeline_idle():
                 if self.buffer.settled():
-                    return "complete"
+                    return "stopped" if self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
                 drain_started = drain_started or time.monotonic()

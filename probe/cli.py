@@ -23,7 +23,7 @@ EXIT_PENDING = 3
 
 #: command modules under probe.commands, in the order ``--help`` lists them; each has
 #: ``register(subparsers)`` adding its parser with ``set_defaults(func=...)``
-COMMANDS = ["run", "core", "health", "pki", "config_docs", "events_docs"]
+COMMANDS = ["run", "core", "console", "health", "pki", "config_docs", "events_docs"]
 
 
 class UsageError(Exception):

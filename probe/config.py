@@ -62,6 +62,18 @@ def fraction(value: Any) -> str | None:
     return None if value is None or 0 < value <= 1 else "must be in (0, 1]"
 
 
+def existing_group(value: Any) -> str | None:
+    import grp
+
+    if value is None:
+        return None
+    try:
+        grp.getgrgid(int(value)) if str(value).isdigit() else grp.getgrnam(value)
+    except KeyError:
+        return f"no group {value} on this host"
+    return None
+
+
 def host_port(value: Any) -> str | None:
     host, sep, port = str(value).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -150,8 +162,12 @@ class CoreSection:
 @attrs.frozen
 class ConsoleSection:
     socket: str = setting("", "console Unix socket; empty means DATA_DIR/console.sock")
-    group: str | None = setting(None, "group allowed to use the console (socket mode 0660)")
+    group: str | None = setting(None, "group allowed to use the console (socket mode 0660)", check=existing_group)
     allow_users: list[str] = setting([], "users allowed besides root and the probe's own user")
+    max_clients: int = setting(128, "console connections at once; more are refused with a busy error", check=positive)
+    max_line_bytes: int = setting(65536, "longest request line; a longer one is answered with an error and discarded", check=positive)
+    client_buffer_bytes: int = setting(1 << 20, "output buffered per client; a client that lets more pile up is disconnected", check=positive)
+    tail_events_per_second: int = setting(2000, "events a second the live tail decodes at most; the rest are counted as dropped", check=positive)
 
 
 def port_number(value: Any) -> str | None:
@@ -224,6 +240,11 @@ class Config:
 
     def data_path(self, *parts: str) -> str:
         return os.path.join(self.probe.data_dir, *parts)
+
+    @property
+    def console_socket(self) -> str:
+        """Where the console listens (and where ``probe console`` looks)."""
+        return self.console.socket or self.data_path("console.sock")
 
 
 def _sections() -> dict[str, type]:
@@ -315,6 +336,9 @@ def _check_across(config: Config) -> None:
         raise ConfigError("capture.pcap", "give either a capture file or an interface, not both")
     if config.uplink.backoff_initial > config.uplink.backoff_max:
         raise ConfigError("uplink.backoff_initial", "must not exceed uplink.backoff_max")
+    socket_path = config.console.socket or config.data_path("console.sock")
+    if len(os.fsencode(os.path.abspath(socket_path))) > 107:
+        raise ConfigError("console.socket", f"{socket_path} is too long for a Unix socket (107 bytes at most)")
     url = config.uplink.core_url
     if url is not None and not (url.startswith("ws://") or url.startswith("wss://")):
         raise ConfigError("uplink.core_url", "must start with ws:// or wss://")

@@ -1,7 +1,9 @@
 """A dissection process: capture and dissection actors, feeding the delivery process.
 
 Started by the delivery process as ``python -m probe.worker``; reads its spec (one JSON
-line) and then control lines (``{"t": "stop"}``) on stdin, writes length-prefixed
+line) and then control lines (``{"t": "stop"}``; the operator's ``pause``, ``resume``,
+``flows``, ``flush`` and ``loglevel`` carry an ``id`` and are answered with a ``reply``
+message) on stdin, writes length-prefixed
 msgpack messages (event batches, counters, done) on stdout, and logs on stderr. Keeping
 dissection in its own process keeps its GIL away from signing, LMDB and sockets.
 """
@@ -14,13 +16,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
 
-from actors.capture import FileCaptureActor, StopCapture
+from actors.capture import FileCaptureActor, PauseCapture, ResumeCapture, StopCapture
 from actors.credit import Window
-from actors.dissector import DissectorActor, EvictFlows
+from actors.dissector import DissectorActor, EvictFlows, FlushFlows, ReportCounters, TopFlows
 from actors.outbox import Outbox
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
@@ -95,6 +98,24 @@ class WorkerProcess:
         """Graceful stop: end the source now; open flows are flushed as usual."""
         self.directory.tell("capture", StopCapture(), wait=5)
 
+    def operator_request(self, command: dict[str, Any]) -> None:
+        """An operator's request relayed by the delivery process; answered with a reply message."""
+        kind, request_id = command["t"], command.get("id", 0)
+        if kind == "pause":
+            self.directory.tell("capture", PauseCapture(ReportCounters(request_id, {"paused": True})), wait=5)
+        elif kind == "resume":
+            self.directory.tell("capture", ResumeCapture(ReportCounters(request_id, {"paused": False})), wait=5)
+        elif kind == "flows":
+            self.directory.tell("dissector", TopFlows(request_id, int(command.get("n", 10))), wait=5)
+        elif kind == "flush":
+            now = None if self.spec["capture"]["kind"] == "file" else time.time()  # a live source runs on the wall clock
+            self.directory.tell("dissector", FlushFlows(request_id, float(command.get("idle", 1e18)), now), wait=5)
+        elif kind == "loglevel":
+            level = str(command.get("level", "")).upper()
+            if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                logging.getLogger().setLevel(level)
+            self.outbox.reply(request_id, {"level": logging.getLevelName(logging.getLogger().level).lower()})
+
     def evict_flows(self, fraction: float) -> None:
         """Resource pressure in the delivery process: end the oldest idle flows."""
         self.directory.tell("dissector", EvictFlows(fraction), wait=0)
@@ -119,10 +140,16 @@ class WorkerProcess:
         return self.exit_code
 
 
+#: control lines relayed from the operator's console, each answered with a reply message
+OPERATOR_REQUESTS = ("pause", "resume", "flows", "flush", "loglevel")
+
+
 def _control_loop(process: WorkerProcess) -> None:
     for line in sys.stdin:
         try:
             command = json.loads(line)
+            if not isinstance(command, dict):
+                raise ValueError("not an object")
         except ValueError:
             log.warning("ignoring malformed control line from the delivery process")
             continue
@@ -133,6 +160,11 @@ def _control_loop(process: WorkerProcess) -> None:
         elif command.get("t") == "kill":
             process.finished.set()
             return
+        elif command.get("t") in OPERATOR_REQUESTS:
+            try:
+                process.operator_request(command)
+            except (ValueError, TypeError) as exc:  # a malformed request must not end this loop
+                process.outbox.reply(command.get("id", 0), {"error": f"bad {command['t']} request: {exc}"})
     # stdin closed: the delivery process is gone; stop quietly
     process.finished.set()
 
@@ -149,6 +181,8 @@ def main() -> int:
     stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     sys.stdout = sys.stderr  # nothing but messages may reach the pipe
     process = WorkerProcess(spec, stream)
+    if spec.get("paused"):  # restarted while the operator had paused capture
+        process.directory.tell("capture", PauseCapture(), wait=30)
     threading.Thread(target=_control_loop, args=(process,), daemon=True, name="control").start()
     return process.run()
 

@@ -465,6 +465,56 @@ class Dissector(FlowSink):
         """Flows currently in the table."""
         return len(self._live)
 
+    @property
+    def clock(self) -> float | None:
+        """Packet time of the latest frame or advance (None before the first)."""
+        return None if self._now == -_INF else self._now
+
+    def top_flows(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` open flows that carried the most IP bytes, largest first (operator's view)."""
+        flows = heapq.nlargest(n, self._live, key=_flow_bytes)
+        return [self._flow_summary(flow) for flow in flows]
+
+    def flush_idle(self, idle: float, now: float | None = None) -> list[Any]:
+        """End every open flow silent for ``idle`` seconds at ``now`` (default: the engine clock).
+
+        An operator's flush: flows due by their timeouts end as usual, and every other flow
+        idle that long ends now too (``idle=0`` ends every open flow; later packets of such
+        a flow start a new one). Returns the events that produced.
+        """
+        if now is not None and now > self._now:
+            self._now = now
+        now = self._now
+        if now == -_INF:
+            return []
+        self._expire(now)
+        flows = [f for f in self._live if now - f.last_ts >= idle]
+        flows.sort(key=_flow_start)
+        for flow in flows:
+            self._finish(flow, now)
+        return self._take_events()
+
+    def _flow_summary(self, flow: Flow) -> dict[str, Any]:
+        conn_id = flow.conn_id()
+        return {
+            "uid": self._uid(flow),
+            "proto": "tcp" if flow.proto == TCP else "udp" if flow.proto == UDP else "icmp" if flow.proto in (ICMP, ICMP6) else str(flow.proto),
+            "orig_h": conn_id.orig_h,
+            "orig_p": conn_id.orig_p,
+            "resp_h": conn_id.resp_h,
+            "resp_p": conn_id.resp_p,
+            "service": ",".join(flow.services) or None,
+            "orig_ip_bytes": flow.orig_ip_bytes,
+            "resp_ip_bytes": flow.resp_ip_bytes,
+            "bytes": flow.orig_ip_bytes + flow.resp_ip_bytes,
+            "orig_pkts": flow.orig_pkts,
+            "resp_pkts": flow.resp_pkts,
+            "start_ts": flow.start_ts,
+            "last_ts": flow.last_ts,
+            "duration": flow.last_ts - flow.start_ts,
+            "history": flow.history or None,
+        }
+
     # -- FlowSink (called from protocols.flows / reassembly) -----------------------------
 
     def stream_data(self, flow: Flow, is_orig: bool, data: bytes, ts: float) -> None:
@@ -881,6 +931,10 @@ class Dissector(FlowSink):
 
 def _flow_start(flow: Flow) -> float:
     return flow.start_ts
+
+
+def _flow_bytes(flow: Flow) -> int:
+    return flow.orig_ip_bytes + flow.resp_ip_bytes
 
 
 def _flow_last(flow: Flow) -> float:
