@@ -57,6 +57,8 @@ class Spool:
         self.path = path
         self.quota_bytes = quota_bytes
         self.capacity = int(quota_bytes * record_share)
+        #: a full map is the quota reached, unless a smaller map was set on purpose (then it is its own limit)
+        self._map_is_quota = map_size is None or map_size >= quota_bytes
         map_size = map_size or max(quota_bytes, MIN_MAP)
         try:
             self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True, sync=True, metasync=True)
@@ -168,8 +170,9 @@ class Spool:
                     txn.put(source.encode(), msgpack.packb(ordinal), db=self._sources)
                 updated = self._bump(txn, {"created": len(records) if created is None else created, "bytes": size, "stored": len(records)})
         except lmdb.MapFullError as exc:
-            # the map is the quota: the file is at its limit (LMDB's own pages took the rest)
-            raise SpoolFull(f"spool quota of {self.quota_bytes} bytes reached (the LMDB file is at its limit)", reason="disk_quota") from exc
+            if self._map_is_quota:  # the file is at its limit (LMDB's own pages took the rest)
+                raise SpoolFull(f"spool quota of {self.quota_bytes} bytes reached (the LMDB file is at its limit)", reason="disk_quota") from exc
+            raise SpoolFull(f"spool map full: {exc}", reason="map_full") from exc
         except lmdb.Error as exc:
             raise self._classify(exc) from exc
         self._counters.update(updated)
