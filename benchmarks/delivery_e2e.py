@@ -11,6 +11,7 @@ at least 10,000 signed events/s with the reference Core on the same 2-core machi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -45,6 +46,9 @@ def run(events: int, batch: int, root: str) -> dict[str, float]:
         self_cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - self_cpu0
         acc = pipe.buffer.accounts()
         assert acc.balanced and acc.pending == 0, acc
+        time.sleep(1.2)  # the Core's next stats snapshot
+        with open(os.path.join(pipe.core.data_dir, "stats.json")) as fh:
+            counters = json.load(fh)["counters"]
         return {
             "events": events,
             "seconds": elapsed,
@@ -53,6 +57,8 @@ def run(events: int, batch: int, root: str) -> dict[str, float]:
             "probe_cpu_us": self_cpu / events * 1e6,
             "core_cpu_us": core_cpu / events * 1e6,
             "delivered": acc.delivered,
+            "commits": counters.get("commits", 0),
+            "frames": counters.get("event_frames", 0),
         }
     finally:
         pipe.stop()
@@ -72,6 +78,7 @@ def main() -> None:
     print(f"end to end             {r['rate']:,.0f} events/s  (created -> Core's ack, {r['seconds']:.2f} s)")
     print(f"goal                   {GOAL:,} events/s: ratio {r['rate'] / GOAL:.2f}")
     print(f"CPU per event          delivery process {r['probe_cpu_us']:.0f} us, Core {r['core_cpu_us']:.0f} us")
+    print(f"Core commits           {r['commits']:,.0f} for {r['frames']:,.0f} frames ({r['events'] / max(1, r['commits']):,.0f} events per LMDB commit)")
     print(f"load average           {os.getloadavg()[0]:.2f} (other work on this machine slows the figures)")
 
 
