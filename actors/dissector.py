@@ -100,10 +100,14 @@ class DissectorActor(SupervisedActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        """Live capture with no traffic: expire idle flows by the wall clock."""
+        """Live capture with no traffic: expire idle flows by the wall clock, report counters."""
         events = self.engine.advance(tick.now)
         if events:
             self.outbox.emit(events)
+        now = time.monotonic()
+        if now - self._last_stats >= STATS_PERIOD:
+            self._last_stats = now
+            self.outbox.stats(self.counters())
 
     @handles(ReportCounters)
     def on_report(self, request: ReportCounters) -> None:

@@ -39,20 +39,53 @@ class WorkerExited:
     reason: str
 
 
+#: counters a dissection process reports that are levels, not running totals
+GAUGES = frozenset({"active_flows", "capture_open", "capture_paused"})
+
+#: dissection-process counters forwarded into the delivery process's metrics (deltas);
+#: packets_captured_total and kernel_drops_total come from the tracker's totals (probe/app.py)
+_METRIC_OF = {
+    "packets": "packets_dissected_total",
+    "kernel_packets": "kernel_packets_total",
+    "kernel_freezes": "kernel_freezes_total",
+    "capture_restarts": "capture_restarts_total",
+}
+#: prefixed counters forwarded with the suffix as the ``reason`` label
+_METRIC_OF_PREFIX = {
+    "capture_dropped:": "capture_drops_total",
+    "capture_failures:": "capture_failures_total",
+}
+
+
 class SourceTracker:
-    """Per dissection process: its latest counters and whether its source is exhausted."""
+    """Per dissection process: its counters and whether its source is exhausted.
+
+    A restarted process reports its counters from zero; what the earlier processes of the
+    same slot counted is kept as a base, so totals never go backwards.
+    """
 
     def __init__(self, workers: int) -> None:
         self._lock = threading.Lock()
         self.counters: list[dict[str, int]] = [{} for _ in range(workers)]
+        self.base: list[dict[str, int]] = [{} for _ in range(workers)]
         self.done: list[bool] = [False] * workers
         self.errors: list[str | None] = [None] * workers
         self.changed = threading.Event()
         self.replies = ReplyBoard()  # answers to operator requests (pause, flows, flush, ...)
 
+    def restarted(self, index: int) -> None:
+        """A new process takes slot ``index``: fold the last one's counters into the base."""
+        with self._lock:
+            base = self.base[index]
+            for key, value in self.counters[index].items():
+                if key not in GAUGES:
+                    base[key] = base.get(key, 0) + value
+            self.counters[index] = {}
+
     def update(self, index: int, counters: dict[str, int]) -> None:
         with self._lock:
             self.counters[index] = counters
+        self.changed.set()
 
     def finish(self, index: int, counters: dict[str, int], error: str | None) -> None:
         with self._lock:
@@ -65,13 +98,25 @@ class SourceTracker:
         with self._lock:
             return all(self.done)
 
+    def worker_totals(self, index: int) -> dict[str, int]:
+        """Counters of slot ``index`` over all its processes."""
+        with self._lock:
+            out = dict(self.base[index])
+            for key, value in self.counters[index].items():
+                out[key] = value if key in GAUGES else out.get(key, 0) + value
+            return out
+
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        with self._lock:
-            for counters in self.counters:
-                for key, value in counters.items():
-                    out[key] = out.get(key, 0) + value
+        for index in range(len(self.counters)):
+            for key, value in self.worker_totals(index).items():
+                out[key] = out.get(key, 0) + value
         return out
+
+    def capturing(self) -> list[bool]:
+        """Per slot: its live capture has its ring open now."""
+        with self._lock:
+            return [bool(c.get("capture_open")) for c in self.counters]
 
 
 class DissectionWorker(SupervisedActor):
@@ -102,10 +147,12 @@ class DissectionWorker(SupervisedActor):
         self.reader: threading.Thread | None = None
         self._stopping = threading.Event()
         self._done = False
+        self._reported: dict[str, int] = {}
 
     def start_child(self) -> None:
         if self.tracker.done[self.index]:
             return  # a source that is finished is not replayed again after a restart
+        self.tracker.restarted(self.index)
         spec = self.spec()
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -120,6 +167,7 @@ class DissectionWorker(SupervisedActor):
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(spec) + "\n").encode())
         self.proc.stdin.flush()
+        self._reported = {}
         self.metrics.inc("worker_starts_total", worker=str(self.index))
         self.reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
         self.reader.start()
@@ -193,12 +241,35 @@ class DissectionWorker(SupervisedActor):
             self.metrics.inc("events_from_workers_total", len(events), worker=str(self.index))
         elif kind == "stats":
             self.tracker.update(self.index, message["c"])
+            self._forward_metrics(message["c"])
         elif kind == "reply":
             self.tracker.replies.deliver(message)
         elif kind == "done":
             self._done = True
             self.tracker.finish(self.index, message["c"], message.get("error"))
+            self._forward_metrics(message["c"])
         return True
+
+    def _forward_metrics(self, counters: dict[str, int]) -> None:
+        """Turn the process's running counters into metric increments and gauges."""
+        worker = str(self.index)
+        last = self._reported
+        for key, value in counters.items():
+            if key in GAUGES:
+                self.metrics.set("flows_active" if key == "active_flows" else key, value, worker=worker)
+                continue
+            name = _METRIC_OF.get(key)
+            labels = {"worker": worker}
+            if name is None:
+                prefix, sep, reason = key.partition(":")
+                name = _METRIC_OF_PREFIX.get(prefix + sep) if sep else None
+                if name is None:
+                    continue
+                labels["reason"] = reason
+            delta = value - last.get(key, 0)
+            if delta > 0:
+                self.metrics.inc(name, delta, **labels)
+            last[key] = value
 
     @handles(WorkerExited)
     def on_exited(self, exited: WorkerExited) -> None:

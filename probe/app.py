@@ -14,9 +14,10 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pykka
@@ -44,7 +45,14 @@ from storage.buffer import TieredBuffer
 from storage.memtier import MemoryTier
 from storage.spool import Spool
 
+if TYPE_CHECKING:
+    from probe.interfaces import LivePlan
+
 log = logging.getLogger("probe.app")
+
+#: seconds a stopping probe waits for the Core to take more of the backlog before it
+#: leaves the rest in the spool (delivered by the next run)
+STOP_DRAIN_STALL = 3.0
 
 #: capture-file counters that are totals, not reasons for skipping
 _CAPFILE_TOTALS = ("capfile:packets", "capfile:bytes", "capfile:captured_bytes")
@@ -75,12 +83,15 @@ def file_source_id(path: str, config: Config) -> str:
 class ProbeApp:
     """One run of the probe: start, wait for the end (or a stop request), summarise."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, live: LivePlan | None = None) -> None:
         self.config = config
+        self.live = live  # the resolved interface and compiled filter of a live capture
         self.metrics = Metrics()
         self.gate = TransmissionGate()
         self.directory = Directory()
-        self.stop_requested = threading.Event()
+        self.stop_requested = threading.Event()  # graceful: stop the sources, drain, then the tree
+        self.stop_now = threading.Event()  # immediate: stop the tree (a second signal)
+        self.sources_stopped_at: float | None = None
         self.fatal_message: str | None = None
         self.core: EmbeddedCore | None = None
         self.core_url: str | None = None
@@ -158,27 +169,58 @@ class ProbeApp:
 
     def _worker_specs(self) -> list[dict[str, Any]]:
         cfg = self.config
-        if not cfg.capture.pcap:
-            raise ValueError("this build replays capture files: give --pcap FILE")
-        source = file_source_id(cfg.capture.pcap, cfg)
-        self.sources = [source]
         dissect = attrs.asdict(cfg.dissect)
         dissect["local_nets"] = tuple(dissect["local_nets"])
-        return [
-            {
-                "index": 0,
-                "source": source,
-                "capture": {"kind": "file", "path": os.path.abspath(cfg.capture.pcap)},
-                "dissect": dissect,
-                "batch_packets": cfg.capture.batch_packets,
-                "window_batches": cfg.capture.window_batches,
-                "log_level": cfg.logging.level,
-            }
-        ]
+        common = {
+            "dissect": dissect,
+            "batch_packets": cfg.capture.batch_packets,
+            "window_batches": cfg.capture.window_batches,
+            "log_level": cfg.logging.level,
+        }
+        if not cfg.capture.pcap:
+            return self._live_specs(common)
+        source = file_source_id(cfg.capture.pcap, cfg)
+        self.sources = [source]
+        if cfg.capture.workers > 1:
+            log.info("a capture file is replayed by one dissection process; --workers applies to live capture")
+        capture = {"kind": "file", "path": os.path.abspath(cfg.capture.pcap), "pace": cfg.capture.pace}
+        return [{"index": 0, "source": source, "capture": capture, **common}]
+
+    def _live_specs(self, common: dict[str, Any]) -> list[dict[str, Any]]:
+        """One spec per dissection process sharing the interface (PACKET_FANOUT when several)."""
+        cfg = self.config
+        if self.live is None:
+            from probe.interfaces import plan_live_capture  # pyroute2 costs half a second to import
+
+            self.live = plan_live_capture(cfg)
+        workers = cfg.capture.workers
+        ring = {
+            "interface": self.live.interface,
+            "hw_type": self.live.hw_type,
+            "snaplen": cfg.capture.snaplen,
+            "block_size": cfg.capture.ring_block_size,
+            "block_count": cfg.capture.ring_block_count,
+            "block_timeout_ms": cfg.capture.ring_block_timeout_ms,
+            "batch_packets": cfg.capture.batch_packets,
+            "program": [list(i) for i in self.live.program],
+            "fanout_group": random.randrange(1, 0x10000) if workers > 1 else None,
+            "promiscuous": cfg.capture.promiscuous,
+        }
+        self._live_starts = [0] * workers
+        return [{"index": i, "source": "", "capture": {"kind": "ring", "ring": ring}, **common} for i in range(workers)]
+
+    def _live_source(self, index: int) -> str:
+        """A fresh source id per process start, so that no live event is taken for a replayed one."""
+        self._live_starts[index] += 1
+        assert self.live is not None
+        return f"live:{self.live.interface}:{self.identity.boot_id}:{index}:{self._live_starts[index]}"
 
     def _worker_starter(self, index: int) -> Any:
         def spec() -> dict[str, Any]:
             out = dict(self.workers[index])
+            if out["capture"]["kind"] == "ring":
+                out["source"] = self._live_source(index)
+                self.sources.append(out["source"])
             out["resume_ordinal"] = self.sequencer.ordinal(out["source"])
             out["paused"] = self.capture_paused
             return out
@@ -392,27 +434,66 @@ class ProbeApp:
         """Every source done and every batch through the signer and the buffer."""
         return self.tracker.all_done() and self.signer_window.outstanding == 0 and self.buffer_window.outstanding == 0
 
+    def request_stop(self, immediate: bool = False) -> None:
+        """Stop gracefully (sources first, then drain); a second request, or ``immediate``, at once."""
+        if immediate or self.stop_requested.is_set():
+            self.stop_now.set()
+        self.stop_requested.set()
+
+    def control_workers(self, command: str) -> None:
+        """Send a control line without an answer (stop) to every dissection process."""
+        for index in range(len(self.workers)):
+            self.directory.tell(f"worker-{index}", {"t": command}, wait=0)
+
     def wait(self, poll: float = 0.05) -> str:
-        """Block until the run ends; return why: "complete", "drain_timeout", "stopped" or "fatal"."""
+        """Block until the run ends; return why: "complete", "stopped", "drain_timeout",
+        "stop_timeout", "interrupted", "halted" or "fatal".
+
+        A stop request first ends every source (open flows are flushed as events), then
+        waits for the pipeline and the Core to take everything, like the end of a replay.
+        """
         outcome = self._wait(poll)
         self.finished_at = time.monotonic()
         return outcome
 
     def _wait(self, poll: float) -> str:
         drain_started: float | None = None
+        stop_sent = 0.0
+        last_pending = -1
+        progress_at = 0.0
         while True:
             if self.fatal_message:
                 return "fatal"
-            if self.stop_requested.is_set():
-                return "stopped"
+            if self.stop_now.is_set():
+                return "interrupted"
+            if self.stop_requested.is_set() and self.operator_stop:
+                return "stopped"  # the console's shutdown stopped the sources and drained already
+            now = time.monotonic()
+            stopping = self.stop_requested.is_set()
+            if stopping:
+                if self.sources_stopped_at is None:
+                    self.sources_stopped_at = now
+                    log.info("stopping: ending the sources, then delivering", extra={"component": "app", "event": "stopping"})
+                elif now - self.sources_stopped_at >= self.config.capture.stop_timeout:
+                    return "stop_timeout"
+                if not self.tracker.all_done() and now - stop_sent >= 1.0:  # again each second: a worker may have been restarting
+                    stop_sent = now
+                    self.control_workers("stop")
             if self.pipeline_idle():
-                if self.buffer.settled():
-                    return "stopped" if self.operator_stop else "complete"
+                pending = self.buffer.pending
+                if self.buffer.settled():  # nothing pending, no drop report unacknowledged
+                    return "stopped" if stopping or self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
-                drain_started = drain_started or time.monotonic()
-                if time.monotonic() - drain_started >= self.config.uplink.drain_timeout:
-                    return "drain_timeout"
+                if stopping:  # deliver while the Core takes events; what it does not take stays spooled
+                    if pending != last_pending:
+                        last_pending, progress_at = pending, now
+                    elif now - progress_at >= STOP_DRAIN_STALL:
+                        return "stopped"
+                else:
+                    drain_started = drain_started or now
+                    if now - drain_started >= self.config.uplink.drain_timeout:
+                        return "drain_timeout"
             time.sleep(poll)
 
     def stop(self) -> None:
@@ -437,6 +518,25 @@ class ProbeApp:
 
     # --- reporting --------------------------------------------------------------------
 
+    def _live_summary(self, counters: dict[str, int]) -> dict[str, Any]:
+        """What the kernel and the capture saw and dropped; drops are never silent."""
+        return {
+            "interface": self.live.interface if self.live else None,
+            "filter": self.config.capture.filter,
+            "workers": [
+                {k: w.get(k, 0) for k in ("packets", "flows", "capture_packets", "kernel_drops")}
+                for w in (self.tracker.worker_totals(i) for i in range(len(self.workers)))
+            ],
+            "kernel_packets": counters.get("kernel_packets", 0),
+            "kernel_drops": counters.get("kernel_drops", 0),
+            "kernel_freezes": counters.get("kernel_freezes", 0),
+            "captured": counters.get("capture_packets", 0),
+            "dropped_at_source": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_dropped:") and v},
+            "capture_failures": {k.partition(":")[2]: v for k, v in sorted(counters.items()) if k.startswith("capture_failures:") and v},
+            "capture_restarts": counters.get("capture_restarts", 0),
+            "worker_restarts": int(self.metrics.total("worker_starts_total")) - len(self.workers),
+        }
+
     def accounts(self) -> Accounts:
         return self.buffer.accounts()
 
@@ -450,7 +550,8 @@ class ProbeApp:
         errors = [e for e in self.tracker.errors if e]
         return {
             "outcome": outcome,
-            "capture": self.config.capture.pcap,
+            "capture": self.config.capture.pcap or (self.live and f"{self.live.interface} (live)"),
+            "live": self._live_summary(counters) if self.live is not None else None,
             "core": self.core_url,
             "probe_id": self.identity.probe_id,
             "boot_id": self.identity.boot_id,

@@ -23,7 +23,7 @@ EXIT_PENDING = 3
 
 #: command modules under probe.commands, in the order ``--help`` lists them; each has
 #: ``register(subparsers)`` adding its parser with ``set_defaults(func=...)``
-COMMANDS = ["run", "core", "console", "health", "pki", "config_docs", "events_docs"]
+COMMANDS = ["run", "interfaces", "core", "console", "health", "pki", "config_docs", "events_docs", "fidelity"]
 
 
 class UsageError(Exception):

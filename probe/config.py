@@ -101,6 +101,7 @@ class CaptureSection:
     ring_block_timeout_ms: int = setting(100, "TPACKET_V3 block retire timeout in milliseconds", check=positive)
     batch_packets: int = setting(2048, "packets per batch handed from capture to dissection", check=positive)
     window_batches: int = setting(8, "batches a stage may have outstanding downstream (credit window)", check=positive)
+    stop_timeout: float = setting(30.0, "seconds a stop request waits for the sources to flush their open flows", check=positive)
 
 
 @attrs.frozen
@@ -114,7 +115,10 @@ class DissectSection:
     reassembly_flow_bytes: int = setting(1 << 20, "out-of-order bytes held per TCP direction", check=positive)
     reassembly_total_bytes: int = setting(64 << 20, "out-of-order bytes held over all flows", check=positive)
     local_nets: list[str] = setting([], "CIDR prefixes that count as local for conn's local_orig/local_resp")
-    weirds_per_second: int = setting(100, "weird events per second before they are only counted", check=non_negative)
+    weirds_per_second: int = setting(100, "weird events of one name per second before they are only counted", check=non_negative)
+    weird_sampling_threshold: int = setting(1000, "weirds of one name per connection (or outside connections) that all become events, as Zeek's", check=non_negative)
+    weird_sampling_rate: int = setting(1000, "beyond the threshold, one weird in this many becomes an event (0: none), as Zeek's", check=non_negative)
+    weird_sampling_duration: float = setting(600.0, "seconds after which the sampling counts of weirds outside connections restart, as Zeek's", check=positive)
     tcp_attempt_timeout: float = setting(5.0, "seconds an unanswered SYN keeps its flow open (Zeek's tcp_attempt_delay)", check=positive)
     verify_ip_checksum: bool = setting(True, "drop IPv4 packets with a bad header checksum (weird bad_IP_checksum), as Zeek does")
     verify_transport_checksums: bool = setting(False, "check TCP/UDP/ICMP checksums (Zeek parity; costs ~4 us a packet, wrong under checksum offload)")

@@ -1,11 +1,17 @@
 """A dissection process: capture and dissection actors, feeding the delivery process.
 
 Started by the delivery process as ``python -m probe.worker``; reads its spec (one JSON
-line) and then control lines (``{"t": "stop"}``; the operator's ``pause``, ``resume``,
+line) and then control lines on stdin (``{"t": "stop"}`` ends the source gracefully,
+``kill`` ends at once, ``shed`` evicts idle flows; the operator's ``pause``, ``resume``,
 ``flows``, ``flush`` and ``loglevel`` carry an ``id`` and are answered with a ``reply``
-message) on stdin, writes length-prefixed
-msgpack messages (event batches, counters, done) on stdout, and logs on stderr. Keeping
-dissection in its own process keeps its GIL away from signing, LMDB and sockets.
+message), writes length-prefixed msgpack messages (event batches, counters, done) on
+stdout, and logs on stderr. Keeping dissection in its own process keeps its GIL away
+from signing, LMDB and sockets.
+
+The capture is a file replay (``{"kind": "file", "path", "pace"}``) or a live ring
+(``{"kind": "ring", "ring": RingSettings fields}``). The flow engine and the capture
+counters belong to the process, not to an actor, so a restarted actor keeps them: a link
+that goes down and up costs the capture one restart and the open flows nothing.
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from actors.capture import FileCaptureActor, PauseCapture, ResumeCapture, StopCa
 from actors.credit import Window
 from actors.dissector import DissectorActor, EvictFlows, FlushFlows, ReportCounters, TopFlows
 from actors.outbox import Outbox
+from actors.ring_capture import RingCaptureActor, RingSettings
 from actors.supervisor import ChildSpec, Directory, Supervisor, SupervisorHooks, SupervisorSettings
 from probe.logs import setup_logging
 from protocols.dissect import DissectSettings, Dissector
 
 log = logging.getLogger("probe.worker")
-
 
 class WorkerProcess:
     """The actor tree of one dissection process and its lifecycle."""
@@ -42,9 +48,17 @@ class WorkerProcess:
         self.error: str | None = None
         self.outbox = Outbox(stream, spec["source"], spec.get("resume_ordinal", 0))
         self.engine = Dissector(DissectSettings(**spec.get("dissect", {})))
+        self.capture_counters: dict[str, int] = {}
         self.directory = Directory()
         self.frames_window = Window(spec.get("window_batches", 8))
-        self.capture_counters: dict[str, int] = {}
+        self.link: Any = None
+        source = spec["capture"]
+        if source["kind"] == "ring":
+            from probe.interfaces import LinkWatcher
+
+            self.link = LinkWatcher(source["ring"]["interface"])
+        elif source["kind"] != "file":
+            raise ValueError(f"unsupported capture kind {source['kind']!r}")
         specs = [
             ChildSpec("dissector", self._start_dissector),
             ChildSpec("capture", self._start_capture),
@@ -69,8 +83,18 @@ class WorkerProcess:
 
     def _start_capture(self, sup: pykka.ActorRef) -> pykka.ActorRef:
         source = self.spec["capture"]
-        if source["kind"] != "file":
-            raise ValueError(f"unsupported capture kind {source['kind']!r}")
+        if source["kind"] == "ring":
+            ring = dict(source["ring"])
+            ring["program"] = tuple(tuple(i) for i in ring.get("program", ()))
+            return RingCaptureActor.start(
+                sup,
+                settings=RingSettings(**ring),
+                link=self.link,
+                directory=self.directory,
+                downstream=self.frames_window,
+                counters=self.capture_counters,
+                on_change=self._report,
+            )
         return FileCaptureActor.start(
             sup,
             path=source["path"],
@@ -78,11 +102,13 @@ class WorkerProcess:
             downstream=self.frames_window,
             batch_packets=self.spec.get("batch_packets", 2048),
             on_error=self._source_error,
-            publish=self._capture_counters,
+            counters=self.capture_counters,
+            pace=source.get("pace"),
         )
 
-    def _capture_counters(self, counters: dict[str, int]) -> None:
-        self.capture_counters = counters  # replaced whole, so readers never see a half update
+    def _report(self) -> None:
+        """Send the counters now (the capture opened or failed: the delivery process may wait for it)."""
+        self.outbox.stats(self.counters())
 
     def _source_error(self, message: str) -> None:
         if self.error is None:
@@ -127,16 +153,23 @@ class WorkerProcess:
 
     def counters(self) -> dict[str, int]:
         out = dict(self.engine.counters)
-        out.update(self.capture_counters)
+        out.update(dict(self.capture_counters))  # copies: the capture thread writes them
         out["encoding_failures"] = self.outbox.encoding_failures
         out["events_already_stored"] = self.outbox.already_stored
+        out["active_flows"] = self.engine.active_flows
         if self.error:
             out["source_errors"] = 1
         return out
 
     def run(self) -> int:
         self.finished.wait()
-        self.supervisor.stop(block=True, timeout=30)
+        try:
+            self.supervisor.stop(block=True, timeout=30)
+        except pykka.Timeout:
+            log.error("the dissection actors did not stop within 30 s")
+        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+        if self.link is not None:
+            self.link.close()
         return self.exit_code
 
 
@@ -170,7 +203,10 @@ def _control_loop(process: WorkerProcess) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the delivery process decides when we stop
+    # the delivery process decides when we stop (a terminal's ^C and a service manager's
+    # SIGTERM reach every process of the group; the worker then gets "stop" on stdin)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     line = sys.stdin.readline()
     try:
         spec = json.loads(line)

@@ -139,6 +139,7 @@ class DceRpcConversation:
         self._buf = {True: bytearray(), False: bytearray()}
         self._lost = {True: False, False: False}
         self.pdus = 0
+        self._confirmed = False
         self._version = "5.0"
 
     # -- byte stream --------------------------------------------------------------------
@@ -195,12 +196,20 @@ class DceRpcConversation:
     # -- PDUs ---------------------------------------------------------------------------
 
     def pdu(self, is_orig: bool, pdu: bytes, ts: float) -> None:
-        """One whole PDU (header included); malformed ones are counted, never raised."""
+        """One whole PDU (header included); malformed ones are counted, never raised.
+
+        The first PDU that parses confirms ``dce_rpc`` for the flow, also inside an SMB
+        named pipe (Zeek lists a child analyzer's service in conn.log too).
+        """
         self.pdus += 1
         try:
             self._pdu(is_orig, pdu, ts)
         except (struct.error, IndexError, ValueError):
             self.ctx.weird("dce_rpc_truncated_pdu", ts)
+            return
+        if not self._confirmed:
+            self._confirmed = True
+            self.ctx.confirm("dce_rpc")
 
     def _pdu(self, is_orig: bool, pdu: bytes, ts: float) -> None:
         vers, minor, ptype, flags, drep, _fl, auth_len, call_id = _HDR.unpack_from(pdu, 0)
@@ -410,15 +419,9 @@ class DceRpcAnalyzer(Analyzer):
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
         self.conv = DceRpcConversation(ctx)
-        self._confirmed = False
 
     def data(self, is_orig: bool, data: bytes, ts: float) -> None:
-        conv = self.conv
-        before = conv.pdus
-        conv.data(is_orig, data, ts)
-        if not self._confirmed and conv.pdus > before:
-            self._confirmed = True
-            self.ctx.confirm("dce_rpc")
+        self.conv.data(is_orig, data, ts)
 
     def gap(self, is_orig: bool, length: int, ts: float) -> None:
         self.conv.gap(is_orig)

@@ -2,13 +2,16 @@
 
 Protocol constants transcribed as facts: interface UUID -> endpoint name, and per interface
 the operation name of each opnum. Unknown ones get Zeek's defaults ``unknown-<uuid>`` and
-``unknown-<opnum>``. Only interfaces a Windows-network defender meets are listed with their
+``unknown-<opnum>``, after :mod:`protocols.dcerpc_impacket` had its say for interfaces Zeek
+does not know. Only interfaces a Windows-network defender meets are listed with their
 operations; the endpoint map is complete as Zeek has it. Zeek's names differ from
 Wireshark's in places (``LsarOpenPolicy`` vs ``lsa_OpenPolicy``, ``SamrConnect5`` vs
 ``Connect5``); these are Zeek's on purpose.
 """
 
 from __future__ import annotations
+
+from protocols import dcerpc_impacket
 
 UUID_ENDPOINTS: dict[str, str] = {
     "367abb81-9844-35f1-ad32-98f038001003": "svcctl",
@@ -407,16 +410,22 @@ OPERATIONS: dict[str, dict[int, str]] = {
 
 
 def endpoint_name(uuid: str) -> str:
-    """Zeek's endpoint name for an interface UUID (lower-case text form)."""
+    """Zeek's endpoint name for an interface UUID (lower-case text form); else impacket's."""
     name = UUID_ENDPOINTS.get(uuid)
+    if name is None:
+        name = dcerpc_impacket.interface_name(uuid)
     return name if name is not None else f"unknown-{uuid}"
 
 
 def operation_name(uuid: str, opnum: int) -> str:
-    """Zeek's operation name for ``opnum`` on interface ``uuid``."""
+    """Zeek's operation name for ``opnum`` on interface ``uuid``; impacket's for interfaces Zeek lacks."""
     ops = OPERATIONS.get(uuid)
     if ops is not None:
         name = ops.get(opnum)
+        if name is not None:
+            return name
+    elif uuid not in UUID_ENDPOINTS:
+        name = dcerpc_impacket.operation_name(uuid, opnum)
         if name is not None:
             return name
     return f"unknown-{opnum}"

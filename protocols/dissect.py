@@ -15,8 +15,12 @@ looked up, so a packet never joins a flow that is over and results do not depend
 frames are batched; :meth:`Dissector.advance` runs them for a live capture gone quiet.
 
 Counters (``Dissector.counters``): ``packets``; ``flows`` (created); ``flows_evicted``;
-``weird:<name>`` for every anomaly (only ``weirds_per_second`` of them become ``weird``
-events each second, all are counted); ``skip:<reason>`` for every packet that reaches no
+``weird:<name>`` for every anomaly (all are counted; which become ``weird`` events is
+decided as Zeek samples weirds: per connection and name, per address pair and name for
+fragments, per name outside flows, the first ``weird_sampling_threshold`` and then one in
+``weird_sampling_rate`` (outside connections the counts restart every
+``weird_sampling_duration`` seconds); on top of that at most ``weirds_per_second``
+events of one name a second, so that a flood of one anomaly cannot hide the others); ``skip:<reason>`` for every packet that reaches no
 flow, exactly once per packet (``skip:non_ip``, ``skip:ipv6_esp``, ``skip:ip_fragment``
 for a fragment that did not complete a datagram, ``skip:<weird name>`` for a malformed
 packet, ``skip:bad_TCP_checksum``, ...), so ``packets`` = the packets counted in conn
@@ -126,6 +130,9 @@ class DissectSettings:
     reassembly_total_bytes: int = 64 << 20
     local_nets: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     weirds_per_second: int = 100
+    weird_sampling_threshold: int = 1000
+    weird_sampling_rate: int = 1000
+    weird_sampling_duration: float = 600.0
     uid_salt: str = ""
     tcp_attempt_timeout: float = 5.0
     verify_ip_checksum: bool = True
@@ -211,7 +218,10 @@ class Dissector(FlowSink):
         self._local_nets = compile_local_nets(settings.local_nets)
         self._salt = settings.uid_salt.encode()
         self._weird_second = -1
-        self._weirds_this_second = 0
+        self._weirds_this_second: dict[str, int] = {}
+        # Zeek's weird sampling outside connections: per name, and per address pair and name
+        self._net_weirds: dict[Any, int] = {}
+        self._sampling_until = -_INF
         self._next_sweep = -_INF
         self._now = -_INF
         self._parsers = bool(ANALYZERS)
@@ -431,7 +441,7 @@ class Dissector(FlowSink):
         for name in fragments.weirds:
             key = "weird:" + name
             self.counters[key] = self.counters.get(key, 0) + 1
-            if self._weird_allowed(ts):
+            if self._weird_allowed(ts, name, self._outside_counts(ts), (src, dst, name)):
                 self._events.append(Weird(ts=ts, name=name, addl=f"{_address(src)} -> {_address(dst)}"))
         if done is None:
             return None
@@ -545,7 +555,10 @@ class Dissector(FlowSink):
         key = "weird:" + name
         counters = self.counters
         counters[key] = counters.get(key, 0) + 1
-        if self._weird_allowed(ts):
+        counts = flow.weirds
+        if counts is None:
+            counts = flow.weirds = {}
+        if self._weird_allowed(ts, name, counts, name):
             self._events.append(Weird(ts=ts, name=name, uid=self._uid(flow), id=flow.conn_id(), addl=addl))
 
     def schedule(self, flow: Flow) -> None:
@@ -889,16 +902,30 @@ class Dissector(FlowSink):
         key = "weird:" + name
         counters = self.counters
         counters[key] = counters.get(key, 0) + 1
-        if self._weird_allowed(ts):
+        if self._weird_allowed(ts, name, self._outside_counts(ts), name):
             self._events.append(Weird(ts=ts, name=name))
 
-    def _weird_allowed(self, ts: float) -> bool:
+    def _outside_counts(self, ts: float) -> dict[Any, int]:
+        """Sampling counts of the weirds outside connections, restarted every sampling period."""
+        if ts >= self._sampling_until or len(self._net_weirds) > 65536:
+            self._net_weirds = {}
+            self._sampling_until = ts + self.settings.weird_sampling_duration
+        return self._net_weirds
+
+    def _weird_allowed(self, ts: float, name: str, counts: dict[Any, int], key: Any) -> bool:
+        """Whether this weird becomes an event: Zeek's sampling, then the per-second cap per name."""
+        seen = counts[key] = counts.get(key, 0) + 1
+        settings = self.settings
+        beyond = seen - settings.weird_sampling_threshold
+        if beyond > 0 and (settings.weird_sampling_rate <= 0 or beyond % settings.weird_sampling_rate):
+            return False
         second = int(ts)
+        this_second = self._weirds_this_second
         if second != self._weird_second:
             self._weird_second = second
-            self._weirds_this_second = 0
-        self._weirds_this_second += 1
-        return self._weirds_this_second <= self.settings.weirds_per_second
+            this_second.clear()
+        emitted = this_second[name] = this_second.get(name, 0) + 1
+        return emitted <= settings.weirds_per_second
 
     def _uid(self, flow: Flow) -> str:
         """Deterministic Zeek-shaped uid: 'C' + 17 base62 digits of a hash of key, start, salt.

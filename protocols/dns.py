@@ -14,7 +14,6 @@ the framing is lost and parsing of that direction ends (gaps and losses are weir
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 
 from protocols.analyzer import Analyzer, FlowContext, register
@@ -64,10 +63,11 @@ class _Txn:
 
 
 def _is_multicast(addr: str) -> bool:
-    try:
-        return ipaddress.ip_address(addr).is_multicast
-    except ValueError:
-        return False
+    """224.0.0.0/4 or ff00::/8, from the text form events carry (cheaper than ipaddress per flow)."""
+    if ":" in addr:
+        return addr[:2].lower() == "ff"
+    first, _, _ = addr.partition(".")
+    return first.isdigit() and 224 <= int(first) <= 239
 
 
 def _netbios_name(query: str) -> str:

@@ -205,7 +205,7 @@ class Flow:
         "orig_l2_bytes", "resp_l2_bytes", "orig_payload", "resp_payload", "orig_size", "resp_size",
         "orig_chk_cnt", "orig_chk_thresh", "resp_chk_cnt", "resp_chk_thresh", "history", "hist_seen",
         "orig", "resp", "is_partial", "first_seen", "close_deferred", "deferred_gen_event", "did_weird",
-        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "fast",
+        "missed_bytes", "services", "sink", "app", "app_state", "ctx", "uid", "finished", "fast", "weirds",
     )
 
     def __init__(
@@ -257,6 +257,7 @@ class Flow:
         self.close_deferred = False
         self.deferred_gen_event = False
         self.did_weird = False
+        self.weirds: dict[str, int] | None = None  # weird name -> times raised (the engine's sampling)
         self.missed_bytes = 0
         self.services: list[str] = []
         self.sink = sink

@@ -14,7 +14,9 @@ the next request line (client) or status line (server). Both are weirds.
 
 Authorization/WWW-Authenticate headers with NTLM, Negotiate or Kerberos tokens are
 decoded and handed to :meth:`HttpAnalyzer._auth_token`, which dispatches them to the
-parsers registered with :func:`register_auth_parser` (NTLM, SPNEGO/Kerberos).
+parsers registered with :func:`register_auth_parser` (:mod:`protocols.http_auth` registers
+the NTLM and SPNEGO/Kerberos one); each final response gives them the server's verdict,
+and the end of the flow ends them.
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ class AuthTokenParser(Protocol):
     def token(self, is_orig: bool, token: bytes, ts: float) -> None:
         """One decoded token from an Authorization (client) or WWW-Authenticate header."""
 
+    def response(self, status_code: int, ts: float) -> None:
+        """A final (non-1xx) response ended, after its own tokens: the server's verdict."""
 
-#: token kind ("ntlm", "negotiate", "kerberos") -> factory of a per-flow parser
+    def end(self, ts: float) -> None:
+        """The flow is over: report what is still pending."""
+
+
+#: token kind ("ntlm", "negotiate", "kerberos") -> factory of a per-flow parser; a factory
+#: registered for several kinds gets one instance per flow for all of them
 AUTH_PARSERS: dict[str, Callable[[FlowContext], AuthTokenParser]] = {}
 
 
@@ -166,7 +175,7 @@ class HttpAnalyzer(Analyzer):
         self._methods: deque[str] = deque()  # methods of requests still unanswered
         self._http09: deque[bool] = deque()  # whether each of them was an HTTP/0.9 request
         self._confirmed = False
-        self._auth_parsers: dict[str, AuthTokenParser] = {}
+        self._auth_parsers: dict[Callable[[FlowContext], AuthTokenParser], AuthTokenParser] = {}
 
     # -- bytes in --------------------------------------------------------------------
 
@@ -240,6 +249,8 @@ class HttpAnalyzer(Analyzer):
             if key != 0:
                 self._emit(self._pending[key])
         self._pending.clear()
+        for parser in self._auth_parsers.values():
+            parser.end(ts)
 
     # -- header blocks -------------------------------------------------------------------
 
@@ -387,6 +398,9 @@ class HttpAnalyzer(Analyzer):
                 self._coding(side, value)
             elif name == b"WWW-AUTHENTICATE" or name == b"PROXY-AUTHENTICATE":
                 self._auth_header(False, value, ts)
+        if not interim:
+            for parser in self._auth_parsers.values():
+                parser.response(code, ts)
         if code == 101 or (method == "CONNECT" and 200 <= code <= 299):
             # protocol upgrade or tunnel: what follows is not HTTP (a 101, being 1xx,
             # stays pending as in Zeek and is logged when the flow ends)
@@ -627,13 +641,12 @@ class HttpAnalyzer(Analyzer):
 
         A Negotiate token that is bare NTLMSSP (not wrapped in SPNEGO) goes to "ntlm".
         """
-        kind = "ntlm" if token.startswith(b"NTLMSSP\x00") else scheme
-        parser = self._auth_parsers.get(kind)
+        factory = AUTH_PARSERS.get("ntlm" if token.startswith(b"NTLMSSP\x00") else scheme)
+        if factory is None:
+            return
+        parser = self._auth_parsers.get(factory)
         if parser is None:
-            factory = AUTH_PARSERS.get(kind)
-            if factory is None:
-                return
-            parser = self._auth_parsers[kind] = factory(self.ctx)
+            parser = self._auth_parsers[factory] = factory(self.ctx)
         parser.token(is_orig, token, ts)
 
     # -- events ------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ Arkime ``dcerpc`` sections (interface names there are Arkime's own and are not c
 
 from __future__ import annotations
 
-from probe.fidelity._common import (
-    flow_of, of_kind, pair_in_order, put, run_eve_checks, same, truth_flow, zeek_records,
-)
-from probe.fidelity.report import KindReport
+from probe.fidelity import arkime, eve, zeek_log
+from probe.fidelity.eve import put
+from probe.fidelity.flow_keys import event_key as flow_of
+from probe.fidelity.flow_keys import key_text, of_kind, pair_in_order
+from probe.fidelity.flow_keys import truth_key as truth_flow
+from probe.fidelity.report import KindReport, same
 
 #: tshark interface names that Zeek spells differently
 TSHARK_TO_ZEEK = {"epm": "epmapper", "lsarpc": "lsarpc", "samr": "samr", "srvsvc": "srvsvc"}
@@ -55,10 +57,7 @@ def _binds(truth: dict, events: list[dict], capture: str) -> KindReport:
                 bad.append(f"sec_addr truth {ack.get('sec_addr')!r} ours {e.get('sec_addr')!r}")
         if not same(t.get("ts"), e.get("ts"), 2e-6):
             bad.append(f"ts truth {t.get('ts')} ours {e.get('ts')}")
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
 
 
@@ -85,10 +84,7 @@ def _requests(truth: dict, events: list[dict], capture: str) -> KindReport:
             bad.append(f"answered truth {t.get('response_frame') is not None} ours {e.get('rtt') is not None}")
         if not same(t.get("ts"), e.get("ts"), 2e-6):
             bad.append(f"ts truth {t.get('ts')} ours {e.get('ts')}")
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
 
 
@@ -99,13 +95,33 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
 
 # -- corpus ---------------------------------------------------------------------------------
 
+#: Zeek's DCE_RPC::ignored_operations (base/protocols/dce-rpc/main.zeek): noisy calls it never logs
+ZEEK_IGNORED_OPERATIONS = {
+    "winreg": {"BaseRegCloseKey", "BaseRegGetVersion", "BaseRegOpenKey", "BaseRegQueryValue", "BaseRegDeleteKeyEx",
+               "OpenLocalMachine", "BaseRegEnumKey", "OpenClassesRoot"},
+    "spoolss": {"RpcSplOpenPrinter", "RpcClosePrinter"},
+    "wkssvc": {"NetrWkstaGetInfo"},
+}
+
+
+def zeek_logs_call(event: dict) -> bool:
+    """Whether Zeek's dce_rpc.log has a row for this call of ours.
+
+    Zeek writes a call when its response arrives (not a fault, not unanswered), only with
+    an endpoint and operation known (no bind seen: nothing), minus its ignored operations.
+    The probe logs every call; these are what it writes beyond Zeek.
+    """
+    endpoint, operation = event.get("endpoint"), event.get("operation")
+    return (event.get("rtt") is not None and not event.get("fault") and endpoint is not None
+            and operation is not None and operation not in ZEEK_IGNORED_OPERATIONS.get(endpoint, ()))
+
+
 def _zeek_log(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "dce_rpc.log")
+    logs = zeek_log.records(expected, "dce_rpc")
     if not logs:
         return None
     report = KindReport(capture, "dce_rpc", "zeek")
-    # Zeek writes a call only when its response is seen; it has no fault or unanswered rows
-    ours = [e for e in of_kind(events, "dce_rpc") if e.get("rtt") is not None and not e.get("fault")]
+    ours = [e for e in of_kind(events, "dce_rpc") if zeek_logs_call(e)]
     for records in logs:
         report.expected += len(records)
         report.found += len(ours)
@@ -125,10 +141,7 @@ def _zeek_log(expected: dict, events: list[dict], capture: str) -> KindReport | 
                              "endpoint", "operation") if not same(r.get(f), match.get(f))]
             if not same(r.get("rtt"), match.get("rtt"), 2e-6):
                 bad.append(f"rtt zeek {r.get('rtt')} ours {match.get('rtt')}")
-            for b in bad:
-                report.miss(f"{where}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(where, bad)
         for e in pool:
             report.miss(f"extra dce_rpc {e.get('endpoint')}::{e.get('operation')} (not in Zeek's log)")
     return report
@@ -136,9 +149,7 @@ def _zeek_log(expected: dict, events: list[dict], capture: str) -> KindReport | 
 
 def _zeek_bind_lines(expected: dict, events: list[dict], capture: str) -> KindReport | None:
     """Zeek test printouts ``dce_rpc_bind :: uuid == ...`` etc. vs our bind events."""
-    lines = [line for entry in expected.get("expected", []) if entry.get("tool") == "zeek"
-             for out in entry.get("outputs", {}).values() for line in out.get("lines", [])
-             if line.startswith("dce_rpc_")]
+    lines = [line for line in zeek_log.text_lines(expected) if line.startswith("dce_rpc_")]
     if not lines:
         return None
     report = KindReport(capture, "dce_rpc_bind", "zeek")
@@ -174,7 +185,7 @@ def _zeek_bind_lines(expected: dict, events: list[dict], capture: str) -> KindRe
 
 def _zeek_weirds(expected: dict, events: list[dict], capture: str) -> KindReport | None:
     logs = [[r for r in records if r.get("source") == "DCE_RPC"]
-            for records in zeek_records(expected, "weird.log")]
+            for records in zeek_log.records(expected, "weird")]
     logs = [records for records in logs if records]
     if not logs:
         return None
@@ -239,16 +250,15 @@ ARKIME_TAGS = {"dcerpc:bad-fraglen": "dce_rpc_bad_frag_length"}
 
 
 def _arkime(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    sessions = [s for entry in expected.get("expected", []) if entry.get("tool") == "arkime"
-                for s in entry.get("sessions", []) if "dcerpc" in s]
+    sessions = arkime.sessions(expected, "dcerpc")
     if not sessions:
         return None
     report = KindReport(capture, "dce_rpc", "arkime")
     report.found = len(of_kind(events, "dce_rpc")) + len(of_kind(events, "dce_rpc_bind"))
     for s in sessions:
         report.expected += 1
-        flow = (s["source"]["ip"], s["source"]["port"], s["destination"]["ip"], s["destination"]["port"])
-        where = f"arkime session {flow}"
+        flow = arkime.key(s)
+        where = f"arkime session {key_text(flow)}"
         binds = [e for e in of_kind(events, "dce_rpc_bind") if flow_of(e) == flow]
         calls = [e for e in of_kind(events, "dce_rpc") if flow_of(e) == flow]
         weirds = {e.get("name") for e in of_kind(events, "weird") if flow_of(e) == flow}
@@ -283,14 +293,8 @@ def _arkime(expected: dict, events: list[dict], capture: str) -> KindReport | No
         for tag in s.get("tags", []):
             if tag.startswith("dcerpc:") and ARKIME_TAGS.get(tag) not in weirds:
                 bad.append(f"tag {tag}: no matching weird")
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
-
-
-SURICATA_IGNORED = frozenset({"pcap_cnt"})
 
 
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
@@ -301,7 +305,7 @@ def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[Kin
                            _arkime(expected, events, capture)) if r is not None]
     report = KindReport(capture, "dce_rpc", "suricata")
     report.found = len(of_kind(events, "dce_rpc")) + len(of_kind(events, "dce_rpc_bind"))
-    run_eve_checks(report, expected, eve_dcerpc_records(events), {"dcerpc"}, SURICATA_IGNORED, {})
+    eve.evaluate(report, expected, "dcerpc", eve_dcerpc_records(events))
     if report.expected:
         reports.append(report)
     return reports

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Iterable
 
-from probe.fidelity.eve_match import describe_closest, matches, suricata_checks
-from probe.fidelity.report import KindReport
-from probe.fidelity.zeek_log import field_misses, zeek_logs
+from probe.fidelity import arkime, eve, zeek_log
+from probe.fidelity.flow_keys import event_key, key_text, truth_key, zeek_key
+from probe.fidelity.report import Differences, KindReport
 from protocols.dns_consts import QUERY_TYPES
 
 _TYPE_NUMBERS = {name: number for number, name in QUERY_TYPES.items()}
@@ -49,17 +49,9 @@ def _truth_data(rtype: str, data: Any) -> str | None:
     return str(data)
 
 
-def _flow_key(event: dict) -> tuple:
-    return (event["id.orig_h"], event["id.orig_p"], event["id.resp_h"], event["id.resp_p"])
-
-
 def _truth_misses(rec: dict, ev: dict) -> list[str]:
-    misses = []
-
-    def differ(field: str, truth: Any, ours: Any) -> None:
-        if truth != ours:
-            misses.append(f"{field}: truth={truth!r} probe={ours!r}")
-
+    misses = Differences("truth")
+    differ = misses.differ
     differ("transport", rec["transport"], ev.get("proto"))
     differ("qname", rec["qname"].lower(), ev.get("query"))
     differ("qtype", _type_number(rec["qtype"]), ev.get("qtype"))
@@ -93,24 +85,19 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
     report.found = len(dns)
     unused = list(range(len(dns)))
     for rec in truth.get("dns", []):
-        key = (rec["client_ip"], rec["client_port"], rec["server_ip"], rec["server_port"])
+        key = truth_key(rec)
         candidates = [
             i for i in unused
-            if _flow_key(dns[i]) == key and dns[i].get("trans_id") == rec["id"]
+            if event_key(dns[i]) == key and dns[i].get("trans_id") == rec["id"]
             and dns[i].get("proto") == rec["transport"]
         ]
-        label = f"{rec['transport']} {key[0]}:{key[1]}->{key[2]}:{key[3]} id={rec['id']} {rec['qname']} {rec['qtype']}"
+        label = f"{rec['transport']} {key_text(key)} id={rec['id']} {rec['qname']} {rec['qtype']}"
         if not candidates:
             report.miss(f"{label}: no dns event")
             continue
-        scored = sorted(candidates, key=lambda i: (len(_truth_misses(rec, dns[i])), dns[i]["ts"]))
-        best = scored[0]
+        best = min(candidates, key=lambda i: (len(_truth_misses(rec, dns[i])), dns[i]["ts"]))
         unused.remove(best)
-        misses = _truth_misses(rec, dns[best])
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
+        report.outcome(label, _truth_misses(rec, dns[best]))
     for i in unused:
         ev = dns[i]
         if ev.get("saw_query"):
@@ -122,7 +109,7 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
 
 
 def _compare_zeek(expected: dict, dns: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_logs(expected, "dns")
+    logs = zeek_log.logs(expected, "dns")
     if not logs:
         return None
     report = KindReport(capture=capture, kind="dns", source="zeek", found=len(dns))
@@ -130,22 +117,18 @@ def _compare_zeek(expected: dict, dns: list[dict], capture: str) -> KindReport |
     for log in logs:
         for rec in log["records"]:
             report.expected += 1
-            key = (rec["id.orig_h"], int(rec["id.orig_p"]), rec["id.resp_h"], int(rec["id.resp_p"]))
-            label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} trans_id={rec.get('trans_id')} {rec.get('query')}"
+            key = zeek_key(rec)
+            label = f"{key_text(key)} trans_id={rec.get('trans_id')} {rec.get('query')}"
             candidates = [
                 i for i in unused
-                if _flow_key(dns[i]) == key and str(dns[i].get("trans_id")) == rec.get("trans_id")
+                if event_key(dns[i]) == key and str(dns[i].get("trans_id")) == rec.get("trans_id")
             ]
             if not candidates:
                 report.miss(f"{label}: no dns event")
                 continue
-            best = min(candidates, key=lambda i: (len(field_misses(rec, dns[i])), dns[i]["ts"]))
+            best = min(candidates, key=lambda i: (len(zeek_log.field_misses(rec, dns[i])), dns[i]["ts"]))
             unused.remove(best)
-            misses = field_misses(rec, dns[best])
-            if misses:
-                report.miss(f"{label}: " + "; ".join(misses))
-            else:
-                report.matched += 1
+            report.outcome(label, zeek_log.field_misses(rec, dns[best]))
     for i in unused:
         ev = dns[i]
         report.miss(f"extra dns event {ev['id.orig_h']}:{ev['id.orig_p']} trans_id={ev.get('trans_id')} {ev.get('query')}")
@@ -183,29 +166,16 @@ def eve_dns(event: dict) -> list[dict]:
 
 
 def _compare_suricata(expected: dict, dns: list[dict], capture: str) -> KindReport | None:
-    checks = suricata_checks(expected, "dns")
-    if not checks:
+    if not eve.checks(expected, "dns"):
         return None
-    eves = [eve for ev in dns for eve in eve_dns(ev)]
+    eves = [record for ev in dns for record in eve_dns(ev)]
     report = KindReport(capture=capture, kind="dns", source="suricata", found=len(eves))
-    for test, check in checks:
-        report.expected += 1
-        want = check.get("count")
-        got = sum(1 for eve in eves if matches(eve, check["match"]))
-        if want is None and got > 0 or want == got:
-            report.matched += 1
-        else:
-            report.miss(f"{test}: want {want} dns records matching, probe has {got}: "
-                        + describe_closest(eves, check["match"]))
-    return report
+    return eve.evaluate(report, expected, "dns", eves)
 
 
 def _arkime_misses(entry: dict, ev: dict) -> list[str]:
-    misses = []
-
-    def differ(field: str, theirs: Any, ours: Any) -> None:
-        if theirs != ours:
-            misses.append(f"{field}: arkime={theirs!r} probe={ours!r}")
+    misses = Differences("arkime")
+    differ = misses.differ
 
     if "queryHost" in entry:
         differ("queryHost", entry["queryHost"].lower(), ev.get("query"))
@@ -243,28 +213,21 @@ def _arkime_misses(entry: dict, ev: dict) -> list[str]:
 
 
 def _compare_arkime(expected: dict, dns: list[dict], capture: str) -> KindReport | None:
-    sessions = [
-        s for tool in expected.get("expected", []) if tool.get("tool") == "arkime"
-        for s in tool.get("sessions", []) if s.get("dns")
-    ]
+    sessions = [s for s in arkime.sessions(expected, "dns") if s["dns"]]
     if not sessions:
         return None
     report = KindReport(capture=capture, kind="dns", source="arkime", found=len(dns))
     for session in sessions:
-        src, dst = session["source"], session["destination"]
-        flow = [ev for ev in dns if _flow_key(ev) == (src["ip"], src["port"], dst["ip"], dst["port"])]
+        key = arkime.key(session)
+        flow = [ev for ev in dns if event_key(ev) == key]
         for entry in session["dns"]:
             report.expected += 1
-            label = f"{src['ip']}:{src['port']}->{dst['ip']}:{dst['port']} {entry.get('queryHost')}"
+            label = f"{key_text(key)} {entry.get('queryHost')}"
             if not flow:
                 report.miss(f"{label}: no dns event on this flow")
                 continue
             best = min(flow, key=lambda ev: len(_arkime_misses(entry, ev)))
-            misses = _arkime_misses(entry, best)
-            if misses:
-                report.miss(f"{label}: " + "; ".join(misses))
-            else:
-                report.matched += 1
+            report.outcome(label, _arkime_misses(entry, best))
     return report
 
 

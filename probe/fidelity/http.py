@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from probe.fidelity.eve_match import describe_closest, matches, suricata_checks
-from probe.fidelity.report import KindReport
-from probe.fidelity.zeek_log import field_misses, zeek_logs
+from probe.fidelity import arkime, eve, zeek_log
+from probe.fidelity.flow_keys import event_key, key_text, truth_key, zeek_key
+from probe.fidelity.report import Differences, KindReport
 from protocols.http import unescape_uri
 
 #: Zeek http.log fields the probe does not produce (the password is never captured)
@@ -19,10 +19,6 @@ _NOT_MODELLED = frozenset({"password"})
 
 def _http_events(events: Iterable[dict]) -> list[dict]:
     return sorted((e for e in events if e.get("kind") == "http"), key=lambda e: (e["ts"], e["trans_depth"]))
-
-
-def _flow_key(event: dict) -> tuple:
-    return (event["id.orig_h"], event["id.orig_p"], event["id.resp_h"], event["id.resp_p"])
 
 
 def _pick(candidates: list[int], events: list[dict], method: str | None, uri: str | None) -> int | None:
@@ -34,11 +30,8 @@ def _pick(candidates: list[int], events: list[dict], method: str | None, uri: st
 
 
 def _truth_misses(rec: dict, ev: dict) -> list[str]:
-    misses = []
-
-    def differ(field: str, truth: Any, ours: Any) -> None:
-        if truth != ours:
-            misses.append(f"{field}: truth={truth!r} probe={ours!r}")
+    misses = Differences("truth")
+    differ = misses.differ
 
     version = rec.get("version")
     differ("method", rec["method"], ev.get("method"))
@@ -67,19 +60,15 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
     report.found = len(http)
     unused = list(range(len(http)))
     for rec in records:
-        key = (rec["client_ip"], rec["client_port"], rec["server_ip"], rec["server_port"])
-        label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} {rec['method']} {rec['uri']}"
-        candidates = [i for i in unused if _flow_key(http[i]) == key]
+        key = truth_key(rec)
+        label = f"{key_text(key)} {rec['method']} {rec['uri']}"
+        candidates = [i for i in unused if event_key(http[i]) == key]
         best = _pick(candidates, http, rec["method"], unescape_uri(rec["uri"].encode("latin-1"))[0])
         if best is None:
             report.miss(f"{label}: no http event")
             continue
         unused.remove(best)
-        misses = _truth_misses(rec, http[best])
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
+        report.outcome(label, _truth_misses(rec, http[best]))
     for i in unused:
         ev = http[i]
         report.miss(f"extra http event {ev['id.orig_h']}:{ev['id.orig_p']} {ev.get('method')} {ev.get('uri')}")
@@ -87,7 +76,7 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
 
 
 def _compare_zeek(expected: dict, http: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_logs(expected, "http")
+    logs = zeek_log.logs(expected, "http")
     if not logs:
         return None
     report = KindReport(capture=capture, kind="http", source="zeek", found=len(http))
@@ -95,20 +84,16 @@ def _compare_zeek(expected: dict, http: list[dict], capture: str) -> KindReport 
     for log in logs:
         for rec in log["records"]:
             report.expected += 1
-            key = (rec["id.orig_h"], int(rec["id.orig_p"]), rec["id.resp_h"], int(rec["id.resp_p"]))
-            label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} #{rec.get('trans_depth')} {rec.get('method')} {rec.get('uri')}"
-            candidates = [i for i in unused if _flow_key(http[i]) == key]
+            key = zeek_key(rec)
+            label = f"{key_text(key)} #{rec.get('trans_depth')} {rec.get('method')} {rec.get('uri')}"
+            candidates = [i for i in unused if event_key(http[i]) == key]
             same_depth = [i for i in candidates if str(http[i].get("trans_depth")) == rec.get("trans_depth")]
             best = _pick(same_depth or candidates, http, rec.get("method"), rec.get("uri"))
             if best is None:
                 report.miss(f"{label}: no http event")
                 continue
             unused.remove(best)
-            misses = field_misses(rec, http[best], skip=_NOT_MODELLED)
-            if misses:
-                report.miss(f"{label}: " + "; ".join(misses))
-            else:
-                report.matched += 1
+            report.outcome(label, zeek_log.field_misses(rec, http[best], skip=_NOT_MODELLED))
     for i in unused:
         ev = http[i]
         report.miss(f"extra http event {ev['id.orig_h']}:{ev['id.orig_p']} #{ev.get('trans_depth')} {ev.get('uri')}")
@@ -139,29 +124,16 @@ def eve_http(event: dict) -> dict:
 
 
 def _compare_suricata(expected: dict, http: list[dict], capture: str) -> KindReport | None:
-    checks = suricata_checks(expected, "http")
-    if not checks:
+    if not eve.checks(expected, "http"):
         return None
     eves = [eve_http(ev) for ev in http]
     report = KindReport(capture=capture, kind="http", source="suricata", found=len(eves))
-    for test, check in checks:
-        report.expected += 1
-        want = check.get("count")
-        got = sum(1 for eve in eves if matches(eve, check["match"]))
-        if want == got or (want is None and got > 0):
-            report.matched += 1
-        else:
-            report.miss(f"{test}: want {want} http records matching, probe has {got}: "
-                        + describe_closest(eves, check["match"]))
-    return report
+    return eve.evaluate(report, expected, "http", eves)
 
 
 def _arkime_misses(section: dict, flow: list[dict]) -> list[str]:
-    misses = []
-
-    def differ(field: str, theirs: Any, ours: Any) -> None:
-        if theirs != ours:
-            misses.append(f"{field}: arkime={theirs!r} probe={ours!r}")
+    misses = Differences("arkime")
+    differ = misses.differ
 
     def values(field: str) -> list:
         return sorted({ev[field] for ev in flow if ev.get(field) is not None})
@@ -190,26 +162,19 @@ def _arkime_misses(section: dict, flow: list[dict]) -> list[str]:
 
 
 def _compare_arkime(expected: dict, http: list[dict], capture: str) -> KindReport | None:
-    sessions = [
-        s for tool in expected.get("expected", []) if tool.get("tool") == "arkime"
-        for s in tool.get("sessions", []) if s.get("http")
-    ]
+    # a TLS session's ``http.host`` is its SNI (compared by the ssl comparator), not HTTP
+    sessions = [s for s in arkime.sessions(expected, "http") if s["http"] and "http" in s.get("protocol", [])]
     if not sessions:
         return None
     report = KindReport(capture=capture, kind="http", source="arkime", found=len(http))
     for session in sessions:
-        src, dst = session["source"], session["destination"]
+        key = arkime.key(session)
         report.expected += 1
-        label = f"{src['ip']}:{src['port']}->{dst['ip']}:{dst['port']}"
-        flow = [ev for ev in http if _flow_key(ev) == (src["ip"], src["port"], dst["ip"], dst["port"])]
+        flow = [ev for ev in http if event_key(ev) == key]
         if not flow:
-            report.miss(f"{label}: no http event on this flow")
+            report.miss(f"{key_text(key)}: no http event on this flow")
             continue
-        misses = _arkime_misses(session["http"], flow)
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
+        report.outcome(key_text(key), _arkime_misses(session["http"], flow))
     return report
 
 

@@ -10,17 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from probe.fidelity._baseline import (
-    arkime_key,
-    arkime_sessions,
-    describe_closest,
-    event_key,
-    eve_matches,
-    suricata_checks,
-    zeek_field_misses,
-    zeek_key,
-    zeek_logs,
-)
+from probe.fidelity import arkime, eve, zeek_log
+from probe.fidelity.flow_keys import by_key, key_text
 from probe.fidelity.report import KindReport
 from protocols.kerberos import IGNORED_ERRORS
 from protocols.kerberos_messages import cipher_name, error_name
@@ -33,13 +24,6 @@ _WEAK = frozenset({"des-cbc-crc", "des-cbc-md4", "des-cbc-md5", "des3-cbc-md5", 
 
 def _krb_events(events: Iterable[dict]) -> list[dict]:
     return sorted((e for e in events if e.get("kind") == "kerberos"), key=lambda e: e["ts"])
-
-
-def _by_key(events: list[dict]) -> dict[tuple, list[dict]]:
-    table: dict[tuple, list[dict]] = {}
-    for event in events:
-        table.setdefault(event_key(event), []).append(event)
-    return table
 
 
 # -- tshark truth -------------------------------------------------------------------------------
@@ -110,16 +94,14 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
     report = KindReport(capture=capture, kind="kerberos", source="truth")
     krb = _krb_events(events)
     report.found = len(krb)
-    by_key = _by_key(krb)
+    table = by_key(krb)
     exchanges = truth_exchanges(truth.get("kerberos", []))
     report.expected = len(exchanges)
     for exchange in exchanges:
         key = exchange["key"]
         first = exchange["request"] or exchange["reply"]
-        label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} frame {first['frame']} {first['msg_type']}"
-        candidates = by_key.get(
-            event_key({"id.orig_h": key[0], "id.orig_p": key[1], "id.resp_h": key[2], "id.resp_p": key[3]}), []
-        )
+        label = f"{key_text(key)} frame {first['frame']} {first['msg_type']}"
+        candidates = table.get(key, [])
         if exchange["suppressed"]:
             # Zeek drops the exchange: a probe event for it would be a difference
             if candidates:
@@ -140,11 +122,8 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
                 got = list(got)
             if got != want:
                 misses.append(f"{field}: truth={want!r} probe={got!r}")
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
-    for key, rest in by_key.items():
+        report.outcome(label, misses)
+    for key, rest in table.items():
         for event in rest:
             report.miss(f"{key}: kerberos event without an exchange in truth ({event.get('request_type')})")
     return [report]
@@ -186,45 +165,11 @@ def to_eve(event: dict) -> dict:
     return {"event_type": "krb5", "app_proto": "krb5", "krb5": krb5}
 
 
-def _compare_zeek(expected: dict, krb: list[dict], capture: str) -> list[KindReport]:
-    reports = []
-    for log in zeek_logs(expected, "kerberos"):
-        report = KindReport(capture=capture, kind="kerberos", source="zeek")
-        report.expected = len(log["records"])
-        report.found = len(krb)
-        by_key = _by_key(krb)
-        for record in log["records"]:
-            key = zeek_key(record)
-            label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} {record.get('request_type')}"
-            candidates = by_key.get(key, [])
-            if not candidates:
-                report.miss(f"{label}: no kerberos event")
-                continue
-            misses = zeek_field_misses(record, candidates.pop(0))
-            if misses:
-                report.miss(f"{label}: " + "; ".join(misses))
-            else:
-                report.matched += 1
-        reports.append(report)
-    return reports
-
-
 def _compare_suricata(expected: dict, krb: list[dict], capture: str) -> list[KindReport]:
-    checks = suricata_checks(expected, "krb5")
-    if not checks:
+    if not eve.checks(expected, "krb5"):
         return []
-    report = KindReport(capture=capture, kind="kerberos", source="suricata", expected=len(checks), found=len(krb))
-    eves = [to_eve(e) for e in krb]
-    for test, check in checks:
-        hits = sum(1 for eve in eves if eve_matches(eve, check["match"]))
-        if hits == check["count"]:
-            report.matched += 1
-        else:
-            report.miss(
-                f"{test}: {hits} krb5 records match, expected {check['count']}: "
-                + describe_closest(eves, check["match"])
-            )
-    return [report]
+    report = KindReport(capture=capture, kind="kerberos", source="suricata", found=len(krb))
+    return [eve.evaluate(report, expected, "krb5", [to_eve(e) for e in krb])]
 
 
 def _arkime_misses(session: dict, event: dict) -> list[str]:
@@ -240,32 +185,11 @@ def _arkime_misses(session: dict, event: dict) -> list[str]:
     return misses
 
 
-def _compare_arkime(expected: dict, krb: list[dict], capture: str) -> list[KindReport]:
-    sessions = [s for s in arkime_sessions(expected) if "krb5" in s]
-    if not sessions:
-        return []
-    report = KindReport(capture=capture, kind="kerberos", source="arkime", expected=len(sessions), found=len(krb))
-    by_key = _by_key(krb)
-    for session in sessions:
-        key = arkime_key(session)
-        label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]}"
-        candidates = by_key.get(key, [])
-        if not candidates:
-            report.miss(f"{label}: no kerberos event")
-            continue
-        misses = _arkime_misses(session, candidates.pop(0))
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
-    return [report]
-
-
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
     """One row per tool in the baseline that speaks of Kerberos: Zeek, Suricata, Arkime."""
     krb = _krb_events(events)
     return (
-        _compare_zeek(expected, krb, capture)
+        zeek_log.compare_by_key(expected, krb, capture, "kerberos", "kerberos", lambda r: f" {r.get('request_type')}")
         + _compare_suricata(expected, krb, capture)
-        + _compare_arkime(expected, krb, capture)
+        + arkime.compare_by_key(arkime.sessions(expected, "krb5"), krb, capture, "kerberos", _arkime_misses)
     )

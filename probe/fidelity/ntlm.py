@@ -8,8 +8,11 @@ first message of the exchange. Arkime's ``ntlm.type`` (message types seen) is no
 
 from __future__ import annotations
 
-from probe.fidelity._common import flow_of, of_kind, pair_in_order, same, truth_flow, zeek_records
-from probe.fidelity.report import KindReport
+from probe.fidelity import arkime, zeek_log
+from probe.fidelity.flow_keys import event_key as flow_of
+from probe.fidelity.flow_keys import key_text, of_kind, pair_in_order
+from probe.fidelity.flow_keys import truth_key as truth_flow
+from probe.fidelity.report import KindReport, same
 
 TRANSPORTS = {"smb2": "smb", "smb": "smb", "dcerpc": "dce_rpc", "http": "http"}
 
@@ -32,10 +35,7 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
         transport = TRANSPORTS.get(t.get("transport"), t.get("transport"))
         if transport != e.get("transport"):
             bad.append(f"transport truth {t.get('transport')!r} ours {e.get('transport')!r}")
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return [report]
 
 
@@ -44,7 +44,7 @@ ZEEK_FIELDS = ("username", "hostname", "domainname", "server_nb_computer_name",
 
 
 def _zeek(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "ntlm.log")
+    logs = zeek_log.records(expected, "ntlm")
     if not logs:
         return None
     report = KindReport(capture, "ntlm", "zeek")
@@ -64,10 +64,7 @@ def _zeek(expected: dict, events: list[dict], capture: str) -> KindReport | None
             success = {"T": True, "F": False}.get(r.get("success"))
             if success != e.get("success"):
                 bad.append(f"success zeek {r.get('success')!r} ours {e.get('success')!r}")
-            for b in bad:
-                report.miss(f"{where}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(where, bad)
     return report
 
 
@@ -76,8 +73,7 @@ def _short_version(text: str | None) -> str | None:
 
 
 def _arkime(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    sessions = [s for entry in expected.get("expected", []) if entry.get("tool") == "arkime"
-                for s in entry.get("sessions", []) if "ntlm" in s]
+    sessions = arkime.sessions(expected, "ntlm")
     if not sessions:
         return None
     report = KindReport(capture, "ntlm", "arkime")
@@ -85,10 +81,9 @@ def _arkime(expected: dict, events: list[dict], capture: str) -> KindReport | No
     report.found = len(ours)
     for s in sessions:
         report.expected += 1
-        src, dst = s["source"], s["destination"]
-        flow = (src["ip"], src["port"], dst["ip"], dst["port"])
+        flow = arkime.key(s)
         mine = [e for e in ours if flow_of(e) == flow]
-        where = f"arkime session {flow}"
+        where = f"arkime session {key_text(flow)}"
         if not mine:
             report.miss(f"{where}: no ntlm event")
             continue
@@ -105,10 +100,7 @@ def _arkime(expected: dict, events: list[dict], capture: str) -> KindReport | No
         users = {e["username"] for e in mine if e.get("username")}
         if not users <= set(s.get("user", [])) or (s.get("user") and not users):
             bad.append(f"user arkime {s.get('user')} ours {sorted(users)}")
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
 
 

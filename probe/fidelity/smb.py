@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.fidelity._common import (
-    flow_of, of_kind, pair_in_order, put, run_eve_checks, same, truth_flow, zeek_entries,
-    zeek_records,
-)
-from probe.fidelity.report import KindReport
+from probe.fidelity import eve, zeek_log
+from probe.fidelity.eve import put
+from probe.fidelity.flow_keys import event_key as flow_of
+from probe.fidelity.flow_keys import of_kind, pair_in_order
+from probe.fidelity.flow_keys import truth_key as truth_flow
+from probe.fidelity.report import KindReport, same
 
 ZEEK_CMD = {  # truth/tshark command names -> Zeek's
     "NEGOTIATE": "NEGOTIATE_PROTOCOL", "SESSION_SETUP": "SESSION_SETUP", "LOGOFF": "LOGOFF",
@@ -107,11 +108,7 @@ def _compare_cmds(truth_smb: list[dict], events: list[dict], capture: str) -> Ki
                 continue
             if not same(tv, ev):
                 bad.append(f"{field} truth {tv!r} ours {ev!r}")
-        if bad:
-            for b in bad:
-                report.miss(f"{where}: {b}")
-        else:
-            report.matched += 1
+        report.outcome(where, bad)
     for e in cmds:
         if id(e) not in used:
             report.miss(f"extra smb_cmd {e.get('command')} msg_id {e.get('message_id')} "
@@ -170,10 +167,7 @@ def _compare_file_actions(truth_smb: list[dict], events: list[dict], capture: st
         bad = [f"{f} truth {tv!r} ours {e.get(f)!r}"
                for f, tv in (("name", name), ("prev_name", prev), ("path", t.get("tree")))
                if (f != "prev_name" or action == "SMB::FILE_RENAME") and not same(tv, e.get(f))]
-        for b in bad:
-            report.miss(f"{where}: {b}")
-        if not bad:
-            report.matched += 1
+        report.outcome(where, bad)
     return report
 
 
@@ -195,12 +189,12 @@ ZEEK_FILE_FIELDS = ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "action"
 
 
 def _zeek_files(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_files.log")
+    logs = zeek_log.records(expected, "smb_files")
     if not logs:
         return None
     report = KindReport(capture, "smb_files", "zeek")
     actions = set(ZEEK_DEFAULT_ACTIONS)
-    for entry in zeek_entries(expected):
+    for entry in zeek_log.zeek_tools(expected):
         if "SMB::logged_file_actions" in entry.get("redefined_options", []):
             actions |= ZEEK_REDEFINED_EXTRA
     ours = [e for e in of_kind(events, "smb_files") if e.get("action") in actions]
@@ -228,17 +222,14 @@ def _zeek_files(expected: dict, events: list[dict], capture: str) -> KindReport 
                 report.miss(f"{where}: no smb_files row{fuid}")
                 continue
             pool.remove(best)
-            for b in best_bad:
-                report.miss(f"{where}: {b}")
-            if not best_bad:
-                report.matched += 1
+            report.outcome(where, best_bad)
         for e in pool:
             report.miss(f"extra smb_files {e.get('action')} {e.get('name')} (not in Zeek's log)")
     return report
 
 
 def _zeek_mapping(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_mapping.log")
+    logs = zeek_log.records(expected, "smb_mapping")
     if not logs:
         return None
     report = KindReport(capture, "smb_mapping", "zeek")
@@ -254,15 +245,12 @@ def _zeek_mapping(expected: dict, events: list[dict], capture: str) -> KindRepor
             bad = [f"{f} zeek {r.get(f)!r} ours {e.get(f)!r}"
                    for f in ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "path", "service",
                              "native_file_system", "share_type") if not same(r.get(f), e.get(f))]
-            for b in bad:
-                report.miss(f"zeek mapping {r.get('path')}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(f"zeek mapping {r.get('path')}", bad)
     return report
 
 
 def _zeek_cmds(expected: dict, events: list[dict], capture: str) -> KindReport | None:
-    logs = zeek_records(expected, "smb_cmd.log")
+    logs = zeek_log.records(expected, "smb_cmd")
     if not logs:
         return None
     report = KindReport(capture, "smb_cmd", "zeek")
@@ -288,10 +276,7 @@ def _zeek_cmds(expected: dict, events: list[dict], capture: str) -> KindReport |
                 if ours_name != name:
                     bad.append(f"referenced_file.name zeek {name!r} ours {ours_name!r}")
             # tree, tree_service and username: Zeek's SMB2 scripts never fill them; we do.
-            for b in bad:
-                report.miss(f"{where}: {b}")
-            if not bad:
-                report.matched += 1
+            report.outcome(where, bad)
         for e in ours[len(records):]:
             report.miss(f"extra smb_cmd {e.get('command')} (not in Zeek's log)")
     return report
@@ -313,8 +298,43 @@ def _ntlm_version(text: str | None) -> str | None:
     return f"{parts[0]}.{parts[1]} build {parts[2]} rev {parts[3]}"
 
 
+def suricata_transactions(events: list[dict]) -> list[dict]:
+    """The smb_cmd events that stand for one of Suricata's SMB2 transactions (one EVE record each).
+
+    Suricata (rust/src/smb/smb2.rs) logs transactions, not commands: QUERY_INFO has none,
+    SET_INFO only for a rename or a delete disposition; on a named pipe carrying DCE/RPC the
+    WRITE (or IOCTL) opens the call's transaction and the READ that answers joins it, on
+    another pipe READ and WRITE have none; on a file all READs share one transaction, and
+    all WRITEs another, per file id.
+    """
+    rpc_fids = {(e["uid"], e.get("fid")) for e in of_kind(events, "dce_rpc") + of_kind(events, "dce_rpc_bind")
+                if e.get("fid")}
+    seen_files: set[tuple] = set()
+    out = []
+    for e in of_kind(events, "smb_cmd"):
+        cmd = e.get("command")
+        if e.get("version") == "SMB2":
+            if cmd == "QUERY_INFO":
+                continue
+            if cmd == "SET_INFO" and e.get("rename_to") is None and e.get("delete_pending") is None:
+                continue
+            if cmd in ("READ", "WRITE"):
+                if (e["uid"], e.get("fid")) in rpc_fids:
+                    if cmd == "READ":
+                        continue
+                elif e.get("tree_service") == "PIPE":
+                    continue  # a pipe without DCE/RPC: Suricata skips the data
+                else:
+                    key = (e["uid"], e.get("fid"), cmd)
+                    if key in seen_files:
+                        continue
+                    seen_files.add(key)
+        out.append(e)
+    return out
+
+
 def eve_smb_records(events: list[dict]) -> list[dict]:
-    """Our smb_cmd events shaped as Suricata ``smb`` EVE records (for its checks)."""
+    """Our SMB transactions shaped as Suricata ``smb`` EVE records (for its checks)."""
     dialect_by_uid: dict[str, int] = {}
     for e in of_kind(events, "smb_cmd"):
         if e.get("dialect") is not None:
@@ -329,7 +349,7 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
     new_trees = {(e["uid"], round(e["ts"], 6)): e.get("tree_id") for e in of_kind(events, "smb_mapping")}
     disposed = {(e["uid"], e.get("fid")) for e in of_kind(events, "smb_cmd") if e.get("delete_pending")}
     out = []
-    for e in of_kind(events, "smb_cmd"):
+    for e in suricata_transactions(events):
         r: dict = {"event_type": "smb"}
         put(r, "src_ip", e.get("id.orig_h"))
         put(r, "src_port", e.get("id.orig_p"))
@@ -391,40 +411,17 @@ def eve_smb_records(events: list[dict]) -> list[dict]:
     return out
 
 
-def eve_flow_records(events: list[dict]) -> list[dict]:
-    """Our conn events shaped as Suricata ``flow`` EVE records."""
-    closed = {"SF", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR"}
-    out = []
-    for c in of_kind(events, "conn"):
-        services = (c.get("service") or "").split(",")
-        r = {"event_type": "flow", "proto": (c.get("proto") or "").upper()}
-        if "smb" in services:
-            r["app_proto"] = "smb"
-        elif "dce_rpc" in services:
-            r["app_proto"] = "dcerpc"
-        state = "closed" if c.get("conn_state") in closed else "established"
-        put(r, "tcp.state", state)
-        put(r, "flow.state", state)
-        out.append(r)
-    return out
-
-
-SURICATA_IGNORED = frozenset({"smb.id", "pcap_cnt"})
-SURICATA_NOT_CARRIED = {
-    "community_id": "community id is not computed by the probe",
-}
+#: Suricata's own transaction numbering, never compared
+SURICATA_IGNORED = eve.BOOKKEEPING | {"smb.id"}
 
 
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
-    """Zeek smb_* logs and Suricata smb/flow checks of one corpus capture vs our events."""
+    """Zeek smb_* logs and Suricata smb checks of one corpus capture vs our events (flow checks: conn)."""
     reports = [r for r in (_zeek_files(expected, events, capture),
                            _zeek_mapping(expected, events, capture),
                            _zeek_cmds(expected, events, capture)) if r is not None]
-    report = KindReport(capture, "smb_cmd", "suricata")
-    records = eve_smb_records(events) + eve_flow_records(events)
-    report.found = len(of_kind(events, "smb_cmd"))
-    run_eve_checks(report, expected, records, {"smb", "flow"}, SURICATA_IGNORED,
-                   SURICATA_NOT_CARRIED)
+    report = KindReport(capture, "smb_cmd", "suricata", found=len(of_kind(events, "smb_cmd")))
+    eve.evaluate(report, expected, "smb", eve_smb_records(events), SURICATA_IGNORED)
     if report.expected:
         reports.append(report)
     return reports

@@ -9,38 +9,19 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from probe.fidelity._baseline import (
-    arkime_key,
-    arkime_sessions,
-    describe_closest,
-    event_key,
-    eve_matches,
-    suricata_checks,
-    suricata_ip,
-    zeek_field_misses,
-    zeek_key,
-    zeek_logs,
-)
-from probe.fidelity.report import KindReport
+from probe.fidelity import arkime, eve, zeek_log
+from probe.fidelity.flow_keys import by_key, key_text, truth_key
+from probe.fidelity.report import Differences, KindReport
 from protocols.tls_names import cipher_name, version_name
 
-#: what other tools report of a TLS session that the ssl event does not carry; the
-#: community_id of a check depends on the test's own suricata.yaml seed (not in the baseline)
+#: what Arkime reports of a TLS session that the ssl event does not carry (not compared)
 NOT_MODELLED = {
     "arkime": ("tls.srcSessionId", "tls.dstSessionId", "tls.ja4_r", "cert[].hash/serial/notBefore/notAfter/alt"),
-    "suricata": ("community_id",),
 }
 
 
 def _ssl_events(events: Iterable[dict]) -> list[dict]:
     return sorted((e for e in events if e.get("kind") == "ssl"), key=lambda e: e["ts"])
-
-
-def _by_key(events: list[dict]) -> dict[tuple, list[dict]]:
-    table: dict[tuple, list[dict]] = {}
-    for event in events:
-        table.setdefault(event_key(event), []).append(event)
-    return table
 
 
 # -- tshark truth -------------------------------------------------------------------------------
@@ -51,11 +32,8 @@ def _hex_versions(values: list[str]) -> list[str]:
 
 
 def _truth_misses(rec: dict, server: dict | None, ev: dict) -> list[str]:
-    misses: list[str] = []
-
-    def differ(field: str, truth, ours) -> None:
-        if truth != ours:
-            misses.append(f"{field}: truth={truth!r} probe={ours!r}")
+    misses = Differences("truth")
+    differ = misses.differ
 
     if abs(rec["ts"] - ev["ts"]) > 1e-6:
         misses.append(f"ts: truth={rec['ts']!r} probe={ev['ts']!r}")
@@ -90,26 +68,21 @@ def compare_truth(truth: dict, events: list[dict], capture: str) -> list[KindRep
     report = KindReport(capture=capture, kind="ssl", source="truth")
     ssl = _ssl_events(events)
     report.found = len(ssl)
-    by_key = _by_key(ssl)
+    table = by_key(ssl)
     flows: dict[tuple, list[dict]] = {}
     for rec in truth.get("tls", []):
-        key = (rec["client_ip"], rec["client_port"], rec["server_ip"], rec["server_port"])
-        flows.setdefault(key, []).append(rec)
+        flows.setdefault(truth_key(rec), []).append(rec)
     report.expected = len(flows)
     for key, recs in flows.items():
-        label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]} sni={recs[0].get('sni')}"
-        candidates = by_key.get(event_key({"id.orig_h": key[0], "id.orig_p": key[1], "id.resp_h": key[2], "id.resp_p": key[3]}), [])
+        label = f"{key_text(key)} sni={recs[0].get('sni')}"
+        candidates = table.get(key, [])
         if not candidates:
             report.miss(f"{label}: no ssl event")
             continue
         event = candidates.pop(0)
         server = next((r["server"] for r in reversed(recs) if r.get("server")), None)
-        misses = _truth_misses(recs[0], server, event)
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
-    for key, rest in by_key.items():
+        report.outcome(label, _truth_misses(recs[0], server, event))
+    for key, rest in table.items():
         for event in rest:
             report.miss(f"{key}: ssl event without a ClientHello in truth")
     return [report]
@@ -149,51 +122,21 @@ def to_eve(event: dict) -> dict:
         "event_type": "tls",
         "app_proto": "tls",
         "proto": "TCP",
-        "src_ip": suricata_ip(src),
+        "src_ip": eve.suricata_ip(src),
         "src_port": sport,
-        "dest_ip": suricata_ip(dst),
+        "dest_ip": eve.suricata_ip(dst),
         "dest_port": dport,
         "tls": tls,
     }
 
 
-def _compare_zeek(expected: dict, ssl: list[dict], capture: str) -> list[KindReport]:
-    reports = []
-    for log in zeek_logs(expected, "ssl"):
-        report = KindReport(capture=capture, kind="ssl", source="zeek")
-        report.expected = len(log["records"])
-        report.found = len(ssl)
-        by_key = _by_key(ssl)
-        for record in log["records"]:
-            key = zeek_key(record)
-            label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]}"
-            candidates = by_key.get(key, [])
-            if not candidates:
-                report.miss(f"{label}: no ssl event")
-                continue
-            misses = zeek_field_misses(record, candidates.pop(0))
-            if misses:
-                report.miss(f"{label}: " + "; ".join(misses))
-            else:
-                report.matched += 1
-        reports.append(report)
-    return reports
 
 
 def _compare_suricata(expected: dict, ssl: list[dict], capture: str) -> list[KindReport]:
-    checks = suricata_checks(expected, "tls")
-    if not checks:
+    if not eve.checks(expected, "tls"):
         return []
-    report = KindReport(capture=capture, kind="ssl", source="suricata", expected=len(checks), found=len(ssl))
-    eves = [to_eve(e) for e in ssl]
-    for test, check in checks:
-        match = {k: v for k, v in check["match"].items() if k not in NOT_MODELLED["suricata"]}
-        hits = sum(1 for eve in eves if eve_matches(eve, match))
-        if hits == check["count"]:
-            report.matched += 1
-        else:
-            report.miss(f"{test}: {hits} tls records match, expected {check['count']}: " + describe_closest(eves, match))
-    return [report]
+    report = KindReport(capture=capture, kind="ssl", source="suricata", found=len(ssl))
+    return [eve.evaluate(report, expected, "tls", [to_eve(e) for e in ssl])]
 
 
 def _cn(name: str | None) -> str | None:
@@ -206,12 +149,9 @@ def _cn(name: str | None) -> str | None:
 
 
 def _arkime_misses(session: dict, ev: dict) -> list[str]:
-    misses: list[str] = []
+    misses = Differences("arkime")
+    differ = misses.differ
     tls = session.get("tls", {})
-
-    def differ(field: str, theirs, ours) -> None:
-        if theirs != ours:
-            misses.append(f"{field}: arkime={theirs!r} probe={ours!r}")
 
     def one(value):
         return [value] if value is not None else None
@@ -241,32 +181,14 @@ def _arkime_misses(session: dict, ev: dict) -> list[str]:
     return misses
 
 
-def _compare_arkime(expected: dict, ssl: list[dict], capture: str) -> list[KindReport]:
-    sessions = [s for s in arkime_sessions(expected) if "tls" in s.get("protocol", [])]
-    if not sessions:
-        return []
-    report = KindReport(capture=capture, kind="ssl", source="arkime", expected=len(sessions), found=len(ssl))
-    by_key = _by_key(ssl)
-    for session in sessions:
-        key = arkime_key(session)
-        label = f"{key[0]}:{key[1]}->{key[2]}:{key[3]}"
-        candidates = by_key.get(key, [])
-        if not candidates:
-            report.miss(f"{label}: no ssl event")
-            continue
-        misses = _arkime_misses(session, candidates.pop(0))
-        if misses:
-            report.miss(f"{label}: " + "; ".join(misses))
-        else:
-            report.matched += 1
-    return [report]
 
 
 def compare_corpus(expected: dict, events: list[dict], capture: str) -> list[KindReport]:
     """One row per tool in the baseline that speaks of TLS: Zeek ssl.log, Suricata, Arkime."""
     ssl = _ssl_events(events)
+    sessions = [s for s in arkime.sessions(expected) if "tls" in s.get("protocol", [])]
     return (
-        _compare_zeek(expected, ssl, capture)
+        zeek_log.compare_by_key(expected, ssl, capture, "ssl", "ssl")
         + _compare_suricata(expected, ssl, capture)
-        + _compare_arkime(expected, ssl, capture)
+        + arkime.compare_by_key(sessions, ssl, capture, "ssl", _arkime_misses)
     )

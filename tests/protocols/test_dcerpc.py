@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from protocols.dcerpc import DceRpcAnalyzer, looks_like_dcerpc
+from protocols.dcerpc import DceRpcAnalyzer, DceRpcConversation, looks_like_dcerpc
 from tests.protocols.smb_wire import (
     RecordingContext, ntlm_auth, ntlm_challenge, ntlm_negotiate, rpc_bind, rpc_bind_ack, rpc_fault,
     rpc_pdu, rpc_request, rpc_response,
@@ -164,3 +164,13 @@ def test_detection_helper_accepts_rpc_and_rejects_other_bytes():
     assert looks_like_dcerpc(rpc_bind(1, [(0, SAMR, 1, 0)]))
     assert not looks_like_dcerpc(b"GET / HTTP/1.1\r\n\r\n")
     assert not looks_like_dcerpc(b"\x05\x00")
+
+
+def test_the_first_pdu_that_parses_confirms_dce_rpc_once() -> None:
+    ctx = RecordingContext()
+    conv = DceRpcConversation(ctx)
+    conv.data(True, b"\x05\x00\x0b\x03\x10\x00\x00\x00\x10\x00\x00\x00\x01\x00\x00\x00", 1.0)  # header only
+    assert ctx.services == []  # a bind cut after its header does not parse
+    conv.data(True, rpc_bind(2, [(0, SVCCTL, 2, 0)]), 1.1)
+    conv.data(True, rpc_bind(3, [(1, SVCCTL, 2, 0)]), 1.2)
+    assert ctx.services == ["dce_rpc"]

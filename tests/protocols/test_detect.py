@@ -61,6 +61,14 @@ def test_each_protocol_is_detected_on_any_port(is_tcp: bool, data: bytes, servic
     assert detect(is_tcp, data, 40000, 41000) in ("ssl", "smb", "dce_rpc", "krb", "krb_tcp", "http", "dns")
 
 
+@pytest.mark.parametrize("sport,dport", [(49153, 445), (445, 49153), (49153, 139), (49153, 135), (49153, 80)])
+def test_content_wins_over_the_port(sport: int, dport: int) -> None:
+    """Raw DCE/RPC on SMB's ports is DCE/RPC, SMB on the endpoint mapper's port is SMB."""
+    assert detect(True, DCERPC_BIND, sport, dport) == "dce_rpc"
+    assert detect(True, SMB2_NEGOTIATE, sport, dport) == "smb"
+    assert detect(True, TLS_CLIENT_HELLO, sport, dport) == "ssl"
+
+
 @pytest.mark.parametrize(
     "data",
     [TLS_CLIENT_HELLO, SMB2_NEGOTIATE, DCERPC_BIND, struct.pack(">I", len(KRB_AS_REQ)) + KRB_AS_REQ,

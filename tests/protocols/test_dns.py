@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
 
 import pytest
 
-from protocols.dns import DnsAnalyzer
+from protocols.dns import DnsAnalyzer, _is_multicast
 from protocols.dns_wire import parse_message, read_name
 from tests.protocols.recording_ctx import RecordingContext
 
@@ -259,3 +260,12 @@ def test_multicast_messages_are_logged_one_by_one():
     analyzer = DnsAnalyzer(ctx)
     analyzer.data(True, query(0, "printer.local"), 1.0)
     assert len(ctx.events) == 1  # logged at once: no reply is paired with multicast
+
+
+@pytest.mark.parametrize("address,multicast", [
+    ("224.0.0.251", True), ("239.255.255.250", True), ("223.255.255.255", False), ("240.0.0.1", False),
+    ("10.0.0.1", False), ("ff02::fb", True), ("FF05::1:3", True), ("fe80::1", False), ("::ffff:224.0.0.1", False),
+])
+def test_multicast_destinations_are_recognised_from_the_address_text(address, multicast):
+    assert _is_multicast(address) is multicast
+    assert ipaddress.ip_address(address).is_multicast is multicast

@@ -186,15 +186,22 @@ def test_basic_auth_username_and_proxy_headers():
     assert event["proxied"] == ["VIA -> 1.1 proxy", "X-FORWARDED-FOR -> 1.2.3.4"]
 
 
-def test_ntlm_and_negotiate_tokens_reach_the_registered_parser(monkeypatch):
+def test_ntlm_and_negotiate_tokens_reach_one_registered_parser_per_flow(monkeypatch):
     seen = []
 
     class Recorder:
         def __init__(self, ctx):
             self.ctx = ctx
+            seen.append("new")
 
         def token(self, is_orig, token, ts):
             seen.append((is_orig, token[:8]))
+
+        def response(self, status_code, ts):
+            seen.append(status_code)
+
+        def end(self, ts):
+            seen.append("end")
 
     monkeypatch.setattr(http_module, "AUTH_PARSERS", {})
     register_auth_parser("ntlm", Recorder)
@@ -204,10 +211,14 @@ def test_ntlm_and_negotiate_tokens_reach_the_registered_parser(monkeypatch):
     spnego = base64.b64encode(b"\x60\x28\x06\x06\x2b\x06\x01\x05\x05\x02")
     flow(
         (True, b"GET / HTTP/1.1\r\nAuthorization: NTLM " + negotiate + b"\r\n\r\n"),
+        (False, b"HTTP/1.1 100 Continue\r\n\r\n"),
         (False, b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM " + challenge + b"\r\nContent-Length: 0\r\n\r\n"),
         (True, b"GET / HTTP/1.1\r\nAuthorization: Negotiate " + spnego + b"\r\n\r\n"),
+        (False, OK),
     )
-    assert seen == [(True, b"NTLMSSP\x00"), (False, b"NTLMSSP\x00"), (True, b"\x60\x28\x06\x06\x2b\x06\x01\x05")]
+    # one parser for the flow: tokens in order, each final response after its own token, then the end
+    assert seen == ["new", (True, b"NTLMSSP\x00"), (False, b"NTLMSSP\x00"), 401,
+                    (True, b"\x60\x28\x06\x06\x2b\x06\x01\x05"), 200, "end"]
 
 
 def test_unescape_uri_follows_zeek():

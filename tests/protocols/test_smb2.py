@@ -183,6 +183,7 @@ def test_named_pipe_carries_dce_rpc_over_ioctl_and_read_write():
     assert actions == ["SMB::PIPE_OPEN", "SMB::PIPE_WRITE", "SMB::PIPE_READ", "SMB::PIPE_CLOSE"]
     [ioctl] = [c for c in ctx.of("smb_cmd") if c["command"] == "IOCTL"]
     assert ioctl["ctl_code"] == 0x0011C017 and ioctl["filename"] == "srvsvc"
+    assert ctx.services == ["smb", "dce_rpc"]  # the pipe's DCE/RPC shows in conn's service, as in Zeek
 
 
 def test_repeated_identical_rows_are_written_once_like_zeek():
