@@ -69,6 +69,11 @@ class FrameIn:
 
 
 @attrs.frozen(slots=True)
+class Pump:
+    """Timer message: the pacer has credit again, send what is due."""
+
+
+@attrs.frozen(slots=True)
 class ConnectionLost:
     """The reader thread saw connection ``generation`` close."""
 
@@ -88,6 +93,46 @@ class UplinkSettings:
     stable_after: float = 10.0
     compression: bool = False
     ssl_context: Any = None
+
+
+class Pacer:
+    """A token bucket holding the send rate to what the Core suggested under backpressure."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.rate = 0.0
+        self.tokens = 0.0
+        self._at = clock()
+
+    def set_rate(self, rate: float) -> None:
+        self._refill()
+        self.rate = max(0.0, rate)
+        self.tokens = min(self.tokens, self.burst)
+
+    @property
+    def burst(self) -> float:
+        """At most a quarter second's worth (and one event) saved up."""
+        return max(1.0, self.rate * 0.25)
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def allowance(self) -> int:
+        """Events that may be sent now."""
+        self._refill()
+        return int(self.tokens)
+
+    def spend(self, n: int) -> None:
+        self.tokens -= n
+
+    def wait_for(self, n: int) -> float | None:
+        """Seconds until ``n`` events may go (None: never, the rate is 0)."""
+        if self.rate <= 0:
+            return None
+        self._refill()
+        return max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
 
 
 class TransmissionGate:
@@ -187,12 +232,15 @@ class UplinkActor(SupervisedActor):
         self.credit = 0
         self.acked = 0
         self.sent_upto = 0
+        #: frames awaiting their ack: (frame number on this connection, events in it)
         self._flight: collections.deque[tuple[int, int]] = collections.deque()
         self.in_flight = 0
         self.last_ack = 0.0
         self.backpressure = False
         self.backpressure_rate: float | None = None
         self._backpressure_since: float | None = None
+        self.pacer = Pacer(clock)
+        self._pump_due = False
         self._timers: list[threading.Timer] = []
         self._stopped = False
         self.delays: collections.deque[float] = collections.deque(maxlen=64)
@@ -314,7 +362,7 @@ class UplinkActor(SupervisedActor):
         self.credit = welcome.credit
         self.acked = welcome.resume
         self.sent_upto = welcome.resume
-        self.buffer.in_flight_upto = welcome.resume
+        self.buffer.rewind(welcome.resume)
         self._flight.clear()
         self.in_flight = 0
         self.sequencer.ensure_above(welcome.resume)
@@ -322,7 +370,11 @@ class UplinkActor(SupervisedActor):
         self._release_buffer(wait=5)
         self._set_state("connected")
         self.metrics.inc("uplink_connects_total")
-        log.info("connected to the Core at %s; resuming after %d", s.url, welcome.resume, extra={"component": "uplink", "event": "connected"})
+        # one line per connection (reconnections are bounded by the backoff, none is suppressed)
+        log.info(
+            f"connected to the Core at {s.url}; resuming after {welcome.resume}",
+            extra={"component": "uplink", "event": "connected", "resume": welcome.resume, "credit": welcome.credit},
+        )
         threading.Thread(target=self._read_loop, args=(ws, self.generation), name="uplink-reader", daemon=True).start()
         self._resend(self.resends.reconnected())
         self._pump()
@@ -340,16 +392,18 @@ class UplinkActor(SupervisedActor):
     def _failed(self, why: str) -> None:
         self.metrics.inc("uplink_connection_failures_total")
         if self.connected_at and self.clock() - self.connected_at >= self.settings.stable_after:
-            self.attempt = 0
+            self.attempt = 0  # the connection that just ended was stable: start the backoff over
+        self.connected_at = 0.0
         delay = backoff_delay(self.attempt, self.settings)
-        self.attempt += 1
         self.delays.append(delay)
         self.metrics.set("uplink_backoff_seconds", delay)
         self._set_state("disconnected")
+        # one line per attempt (the backoff itself bounds their rate, so none is suppressed)
         log.warning(
-            "Core unreachable (%s); retrying in %.2f s", why, delay,
-            extra={"component": "uplink", "event": "connection_failed", "reason": why},
+            f"Core unreachable (attempt {self.attempt}: {why}); retrying in {delay:.3f} s",
+            extra={"component": "uplink", "event": "connection_failed", "reason": why, "attempt": self.attempt, "delay": round(delay, 4)},
         )
+        self.attempt += 1
         self._later(delay, Connect())
 
     def _close(self, reason: str) -> None:
@@ -416,6 +470,15 @@ class UplinkActor(SupervisedActor):
         log.warning("Core reported %s: %s", frame.code, frame.message, extra={"component": "uplink", "event": "core_error", "reason": frame.code})
 
     def _on_ack(self, ack: wire.Ack) -> None:
+        if ack.seq > self.sent_upto:
+            # acknowledging what was never sent would delete it unsent: refuse, count, keep it
+            self.metrics.inc("uplink_bad_frames_total", code=wire.ErrorCode.UNEXPECTED_FRAME)
+            log.warning(
+                "the Core acknowledged %d but only %d was sent; ignored", ack.seq, self.sent_upto,
+                extra={"component": "uplink", "event": "bad_frame", "reason": wire.ErrorCode.UNEXPECTED_FRAME},
+            )
+            self._send(wire.Error(wire.ErrorCode.UNEXPECTED_FRAME, f"ack {ack.seq} beyond the last sequence sent ({self.sent_upto})"))
+            return
         self.last_ack = self.clock()
         self._acks_in += 1
         if ack.rejected:
@@ -424,10 +487,11 @@ class UplinkActor(SupervisedActor):
             for seq, code in ack.rejected[:10]:
                 log.warning("Core rejected event %d: %s", seq, code, extra={"component": "uplink", "event": "event_rejected", "reason": code})
         resend = self.resends.on_ack(self._acks_in, ack.rejected) if (ack.rejected or self.resends) else []
+        # the Core answers each frame with one ack, in order: this one settles the oldest in flight
+        while self._flight and self._flight[0][0] <= self._acks_in:
+            self.in_flight -= self._flight.popleft()[1]
         if ack.seq > self.acked:
             self.acked = ack.seq
-            while self._flight and self._flight[0][0] <= ack.seq:
-                self.in_flight -= self._flight.popleft()[1]
         self._release_buffer(wait=5)
         self.credit = ack.credit
         self._resend(resend)
@@ -460,14 +524,26 @@ class UplinkActor(SupervisedActor):
             log.info("re-sending event %d refused by the Core", seq, extra={"component": "uplink", "event": "event_resent"})
 
     def _on_backpressure(self, frame: wire.Backpressure) -> None:
+        now = self.clock()
         if frame.on and not self.backpressure:
             self.backpressure = True
-            self._backpressure_since = self.clock()
+            self._backpressure_since = now
+            self.pacer = Pacer(self.clock)
             self.metrics.inc("uplink_backpressure_episodes_total")
-        elif not frame.on:
+            log.warning(
+                "the Core asks to slow down (suggested rate %s events/s)", frame.rate,
+                extra={"component": "uplink", "event": "backpressure_on", "rate": frame.rate},
+            )
+        elif not frame.on and self.backpressure:
             self._end_backpressure()
-        self.backpressure_rate = frame.rate if frame.on else None
+            log.info("the Core lifted backpressure", extra={"component": "uplink", "event": "backpressure_off"})
+        if self.backpressure:
+            self.backpressure_rate = frame.rate
+            if frame.rate is not None:
+                self.pacer.set_rate(frame.rate)
+            self.metrics.set("uplink_backpressure_rate", frame.rate if frame.rate is not None else -1.0)
         self.metrics.set("uplink_backpressure", 1.0 if self.backpressure else 0.0)
+        self._pump()
 
     def _end_backpressure(self) -> None:
         if self.backpressure and self._backpressure_since is not None:
@@ -475,6 +551,7 @@ class UplinkActor(SupervisedActor):
         self.backpressure = False
         self._backpressure_since = None
         self.backpressure_rate = None
+        self.metrics.set("uplink_backpressure", 0.0)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -489,55 +566,60 @@ class UplinkActor(SupervisedActor):
         if self.backpressure and self._backpressure_since is not None:
             self.metrics.inc("uplink_backpressure_seconds_total", tick.now - self._backpressure_since)
             self._backpressure_since = tick.now
-        if self.ws is not None and self.in_flight and tick.now - self.last_ack > self.settings.ack_timeout:
+        # a Core in backpressure is slow on purpose (it may even be paused): no ack timeout then;
+        # the WebSocket's pings still tell a dead connection
+        if self.ws is not None and self.in_flight and not self.backpressure and tick.now - self.last_ack > self.settings.ack_timeout:
             self.metrics.inc("uplink_ack_timeouts_total")
             self._close("ack timeout")
             self._failed(f"no ack for {self.settings.ack_timeout:g} s")
         elif self.ws is not None:
             self._pump()
 
+    @handles(Pump)
+    def on_pump(self, _: Pump) -> None:
+        self._pump_due = False
+        self._pump()
+
     def _window(self) -> int:
+        """Events that may be sent now: within the credit, and the pacer's while in backpressure."""
         room = min(self.credit - self.in_flight, self.settings.batch_events)
-        if self.backpressure and self.backpressure_rate:
-            room = min(room, max(1, int(self.backpressure_rate)))
-        return room
+        if room <= 0 or not self.backpressure:
+            return room
+        if self.backpressure_rate is None:
+            # slow down without a figure: one frame in flight at a time
+            return room if self.in_flight == 0 else 0
+        allowed = self.pacer.allowance()
+        step = max(1, min(room, int(self.pacer.burst)))
+        if allowed >= step:
+            return min(room, allowed)
+        wait = self.pacer.wait_for(step)
+        if wait is not None and not self._pump_due:
+            self._pump_due = True
+            self._later(max(wait, 0.005), Pump())
+        return 0
 
     def _pump(self) -> None:
-        """Send drop reports and events after ``sent_upto`` while credit allows."""
+        """Send drop reports and events after ``sent_upto`` while credit (and the pacer) allow."""
         while self.ws is not None and not self.gate.halted:
             room = self._window()
             if room <= 0:
                 return
-            drops = self.buffer.drop_reports(self.sent_upto)
-            if drops and drops[0][0] <= self.sent_upto + 1:
-                run = [drops[0]]
-                for item in drops[1:]:
-                    if item[0] > run[-1][1] + 1:
-                        break
-                    run.append(item)
-                if not self._send(wire.DropReport(tuple(run))):
+            out = self.buffer.take(self.sent_upto, room)
+            if out is None:
+                return
+            if out.drops:
+                if not self._send(wire.DropReport(out.drops)):
                     return
-                self.sent_upto = max(self.sent_upto, run[-1][1])
+                self.sent_upto = max(self.sent_upto, out.last)
+                self.metrics.inc("drop_reports_sent_total")
                 continue
-            records = self.buffer.read(self.sent_upto, room)
-            if drops:
-                records = [r for r in records if r[0] < drops[0][0]]
-            if not records:
-                if drops:
-                    # nothing stands before the next drop report: the range between is a gap
-                    self.sent_upto = drops[0][0] - 1
-                    continue
+            if not self._send(wire.Events(tuple(r for _, r in out.records))):
                 return
-            if not self._send(wire.Events(tuple(r for _, r in records))):
-                return
-            last = records[-1][0]
-            self.sent_upto = last
-            self.buffer.in_flight_upto = last
-            self._flight.append((last, len(records)))
-            self.in_flight += len(records)
-            self.metrics.inc("events_sent_total", len(records))
-            if self.backpressure and self.backpressure_rate:
-                return  # one paced batch per tick while the Core asks us to slow down
+            n = len(out.records)
+            self.sent_upto = out.last
+            if self.backpressure:
+                self.pacer.spend(n)
+            self.metrics.inc("events_sent_total", n)
 
     def _send(self, frame: wire.Frame) -> bool:
         if self.ws is None or (self.gate.halted and isinstance(frame, (wire.Events, wire.DropReport))):
@@ -545,7 +627,11 @@ class UplinkActor(SupervisedActor):
         try:
             self.ws.send(wire.encode(frame))
             if isinstance(frame, (wire.Events, wire.DropReport)):
+                # in flight until the ack that answers this frame (re-sends count too: the Core counts them)
                 self._frames_out += 1
+                n = len(frame.records) if isinstance(frame, wire.Events) else 0
+                self._flight.append((self._frames_out, n))
+                self.in_flight += n
             return True
         except (OSError, websockets.WebSocketException) as exc:
             self._close(str(exc))
@@ -584,6 +670,7 @@ class UplinkActor(SupervisedActor):
             "in_flight": self.in_flight,
             "credit": self.credit,
             "backpressure": self.backpressure,
+            "backpressure_rate": self.backpressure_rate,
             "attempt": self.attempt,
             "recent_delays": list(self.delays),
         }

@@ -248,7 +248,7 @@ class ProbeApp:
         r = self.config.resources
         budgets = ResourceBudgets(
             memory_bytes=r.memory_mb << 20,
-            spool_quota_bytes=self.spool.quota_bytes,
+            spool_quota_bytes=self.spool.capacity,  # what the records may fill (the file itself is bounded by the quota)
             shed_at=r.shed_at,
             min_free_disk_bytes=r.min_free_disk_mb << 20,
             cpu_cores=r.cpu_cores,
@@ -485,7 +485,7 @@ class ProbeApp:
                     self.control_workers("stop")
             if self.pipeline_idle():
                 pending = self.buffer.pending
-                if pending == 0:
+                if self.buffer.settled():  # nothing pending, no drop report unacknowledged
                     return "stopped" if stopping or self.operator_stop else "complete"
                 if self.gate.halted:
                     return "halted"
@@ -515,7 +515,9 @@ class ProbeApp:
             self.publish_health()
         if self.core is not None:
             self.core.stop()
-        if getattr(self, "spool", None) is not None:
+        if getattr(self, "buffer", None) is not None:
+            self.buffer.close()  # memory-tier events to disk where they fit, the rest reported; totals made durable
+        elif getattr(self, "spool", None) is not None:
             self.spool.close()
 
     # --- reporting --------------------------------------------------------------------
@@ -574,6 +576,7 @@ class ProbeApp:
             "uplink": {
                 "connection_failures": int(self.metrics.total("uplink_connection_failures_total")),
                 "connects": int(self.metrics.total("uplink_connects_total")),
+                "backpressure_seconds": round(self.metrics.total("uplink_backpressure_seconds_total"), 3),
                 "halted": self.gate.halted,
                 "halt_reason": self.gate.reason,
             },

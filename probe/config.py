@@ -140,8 +140,8 @@ class IdentitySection:
 class BufferSection:
     memory_events: int = setting(100_000, "events the memory tier holds at most", check=positive)
     memory_bytes: int = setting(64 << 20, "bytes the memory tier holds at most", check=positive)
-    disk_quota_mb: int = setting(1024, "megabytes the LMDB spool may hold", check=positive)
-    map_size_mb: int = setting(0, "LMDB map size in megabytes; 0 means derived from the quota", check=non_negative)
+    disk_quota_mb: int = setting(1024, "megabytes the LMDB spool's data file may take (records fill 80 %, LMDB's pages the rest)", check=positive)
+    map_size_mb: int = setting(0, "LMDB map size in megabytes; 0 means the quota (the file can never grow past it)", check=non_negative)
 
 
 @attrs.frozen

@@ -142,7 +142,9 @@ class ProbeControl:
                 "events": spool.pending,
                 "bytes": spool.bytes_used,
                 "quota_bytes": spool.quota_bytes,
-                "utilization": round(spool.bytes_used / spool.quota_bytes, 4) if spool.quota_bytes else 0.0,
+                # against what records may fill (the rest of the quota is LMDB's own pages)
+                "capacity_bytes": spool.capacity,
+                "utilization": round(spool.bytes_used / spool.capacity, 4) if spool.capacity else 0.0,
                 "ok": buffer.disk_ok,
                 "error": buffer.disk_error,
             },

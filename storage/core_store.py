@@ -37,6 +37,8 @@ class ProbeAccount:
     reported: dict[str, int] = attrs.field(factory=dict)  # sequences explained by drop reports, by reason
     gaps: int = 0  # sequences skipped without explanation
     late: int = 0  # stored below acked (a re-sent copy of a rejected event)
+    conflicts: int = 0  # duplicates whose bytes differ from the stored event (a reused sequence)
+    bad_frames: dict[str, int] = attrs.field(factory=dict)  # frames refused after hello, by error code
     boots: list[str] = attrs.field(factory=list)
     last_seen: float = 0.0
 
@@ -73,10 +75,18 @@ class CoreStore:
 
     def commit(self, account: ProbeAccount, records: list[tuple[int, bytes]]) -> None:
         """Store ``records`` (seq, signed record) not yet present and the account, atomically."""
-        with self.env.begin(write=True) as txn:
+        with self.write() as txn:
             for seq, record in records:
-                txn.put(_key(account.probe_id, seq), record, db=self._events, overwrite=False)
-            txn.put(account.probe_id.encode(), account.to_bytes(), db=self._probes)
+                txn.put_event(account.probe_id, seq, record)
+            txn.put_account(account)
+
+    def write(self) -> "CoreTxn":
+        """One write transaction: events and accounts committed together, or not at all."""
+        return CoreTxn(self)
+
+    def count(self, probe_id: str) -> int:
+        """How many events of ``probe_id`` are stored."""
+        return sum(1 for _ in self.events(probe_id))
 
     def events(self, probe_id: str | None = None) -> Iterator[tuple[str, int, bytes]]:
         """(probe_id, seq, signed record) in key order: per probe, in sequence order."""
@@ -94,3 +104,37 @@ class CoreStore:
 
     def close(self) -> None:
         self.env.close()
+
+
+class CoreTxn:
+    """A write transaction of the Core's store (use as a context manager)."""
+
+    def __init__(self, store: CoreStore) -> None:
+        self._store = store
+        self._txn: lmdb.Transaction | None = None
+
+    def __enter__(self) -> "CoreTxn":
+        self._txn = self._store.env.begin(write=True)
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        txn, self._txn = self._txn, None
+        assert txn is not None
+        if exc_type is None:
+            txn.commit()
+        else:
+            txn.abort()
+
+    def stored(self, probe_id: str, seq: int) -> bytes | None:
+        """The record stored for (probe_id, seq), or None."""
+        assert self._txn is not None
+        value = self._txn.get(_key(probe_id, seq), db=self._store._events)
+        return bytes(value) if value is not None else None
+
+    def put_event(self, probe_id: str, seq: int, record: bytes) -> None:
+        assert self._txn is not None
+        self._txn.put(_key(probe_id, seq), record, db=self._store._events, overwrite=False)
+
+    def put_account(self, account: ProbeAccount) -> None:
+        assert self._txn is not None
+        self._txn.put(account.probe_id.encode(), account.to_bytes(), db=self._store._probes)

@@ -36,6 +36,10 @@ class MemoryTier:
         size = sum(len(r) for _, r in records)
         return len(self._items) + len(records) <= self.max_events and self._bytes + size <= self.max_bytes
 
+    def fits(self, records: list[tuple[int, bytes]]) -> bool:
+        """Whether ``records`` would fit into an empty tier at all."""
+        return len(records) <= self.max_events and sum(len(r) for _, r in records) <= self.max_bytes
+
     def append(self, records: list[tuple[int, bytes]]) -> None:
         with self._lock:
             for item in records:
@@ -46,6 +50,12 @@ class MemoryTier:
         with self._lock:
             start = bisect.bisect_right(self._items, after, key=_seq_of)
             return list(itertools.islice(self._items, start, start + max_events))
+
+    def holds(self, seq: int) -> bool:
+        """Whether ``seq`` is in the tier."""
+        with self._lock:
+            at = bisect.bisect_left(self._items, seq, key=_seq_of)
+            return at < len(self._items) and self._items[at][0] == seq
 
     def acknowledge(self, upto: int) -> int:
         removed = 0
@@ -74,6 +84,22 @@ class MemoryTier:
             self._items.extendleft(reversed(kept))
         return ranges
 
+    def oldest(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """The oldest records (without removing them) up to a count and a byte size."""
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        with self._lock:
+            for item in itertools.islice(self._items, max_events):
+                size += len(item[1])
+                if size > max_bytes:
+                    break
+                out.append(item)
+        return out
+
     def first_seq(self) -> int:
         with self._lock:
             return self._items[0][0] if self._items else 0
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._items[-1][0] if self._items else 0

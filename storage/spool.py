@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import lmdb
 import msgpack
@@ -24,6 +24,13 @@ _SEQ = struct.Struct(">Q")
 SEQ_BLOCK = 1 << 16
 #: bytes LMDB needs beyond the values themselves, per record (key, node header, page slack)
 RECORD_OVERHEAD = 48
+#: share of the disk quota the records may fill; the rest is LMDB's own (branch pages,
+#: free pages awaiting reuse, copy-on-write): measured under drop/ack churn, the data
+#: file stays within 1.15 x the records' counted bytes
+RECORD_SHARE = 0.8
+#: smallest LMDB map: below it LMDB's own pages (four databases, a batch's copy-on-write)
+#: crowd the records out, so a smaller quota bounds the records but the file may reach this
+MIN_MAP = 4 << 20
 
 
 def _key(seq: int) -> bytes:
@@ -37,13 +44,22 @@ class SpoolFull(ResourceError):
 
 
 class Spool:
-    """Durable, ordered store of signed event records with their accounting."""
+    """Durable, ordered store of signed event records with their accounting.
 
-    def __init__(self, path: str, quota_bytes: int, map_size: int | None = None) -> None:
+    ``quota_bytes`` bounds the LMDB data file itself (it is the map size, so the file
+    can never grow past it; quotas under MIN_MAP get a map of MIN_MAP); records are
+    admitted up to ``capacity`` = RECORD_SHARE of it, so that deletes and drops always
+    find pages to copy on write.
+    """
+
+    def __init__(self, path: str, quota_bytes: int, map_size: int | None = None, record_share: float = RECORD_SHARE) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.quota_bytes = quota_bytes
-        map_size = map_size or max(quota_bytes * 2 + (64 << 20), 128 << 20)
+        self.capacity = int(quota_bytes * record_share)
+        #: a full map is the quota reached, unless a smaller map was set on purpose (then it is its own limit)
+        self._map_is_quota = map_size is None or map_size >= quota_bytes
+        map_size = map_size or max(quota_bytes, MIN_MAP)
         try:
             self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True, sync=True, metasync=True)
         except lmdb.Error as exc:
@@ -89,7 +105,25 @@ class Spool:
             txn.put(b"reserved", msgpack.packb(reserved + SEQ_BLOCK), db=self._meta)
             txn.put(b"last_seq", msgpack.packb(reserved - 1), db=self._meta)
         self._reserved = reserved + SEQ_BLOCK
+        self._last_durable = reserved - 1
         return reserved
+
+    def reserve_through(self, seq: int) -> None:
+        """Make sure a restart never hands out ``seq`` again (for events kept only in memory).
+
+        A tiny write outside the quota; raises TransientError/SpoolFull if the disk refuses.
+        """
+        if seq < self._reserved:
+            return
+        reserved = seq + 1 + SEQ_BLOCK
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"reserved", msgpack.packb(reserved), db=self._meta)
+        except lmdb.MapFullError as exc:
+            raise SpoolFull(f"spool map full: {exc}", reason="map_full") from exc
+        except lmdb.Error as exc:
+            raise self._classify(exc) from exc
+        self._reserved = reserved
 
     @property
     def last_seq(self) -> int:
@@ -98,16 +132,25 @@ class Spool:
 
     # --- writing --------------------------------------------------------------------
 
-    def append(self, records: list[tuple[int, bytes]], progress: tuple[str, int] | None = None, created: int | None = None) -> None:
+    def append(
+        self,
+        records: list[tuple[int, bytes]],
+        progress: tuple[str, int] | list[tuple[str, int]] | None = None,
+        created: int | None = None,
+    ) -> None:
         """Commit a batch of (seq, record), in increasing seq order, in one transaction.
 
-        ``progress`` is (source id, next ordinal) of a replay, committed with the batch.
+        ``progress`` is (source id, next ordinal) of a replay (or a list of them),
+        committed with the batch. ``created`` counts the events as created here (default:
+        all of them; events moved in from the memory tier were counted there).
         Raises :class:`SpoolFull` (nothing written) when the quota or map would overflow.
         """
-        if not records and progress is None:
+        if not records and not progress:
             return
+        if isinstance(progress, tuple):
+            progress = [progress]
         size = sum(len(r) + RECORD_OVERHEAD for _, r in records)
-        if records and self.counter("bytes") + size > self.quota_bytes:
+        if records and self.counter("bytes") + size > self.capacity:
             raise SpoolFull(f"spool quota of {self.quota_bytes} bytes reached", reason="disk_quota")
         try:
             with self.env.begin(write=True) as txn:
@@ -115,20 +158,25 @@ class Spool:
                 for seq, record in records:
                     if not cursor.put(_key(seq), record, append=True):
                         raise ValueError(f"sequence {seq} is not above the spool's last")
+                reserved = self._reserved
+                last = self._last_durable
                 if records:
-                    last = records[-1][0]
+                    last = max(last, records[-1][0])
                     txn.put(b"last_seq", msgpack.packb(last), db=self._meta)
-                    if last + 1 >= self._reserved:
-                        self._reserved = last + 1 + SEQ_BLOCK
-                        txn.put(b"reserved", msgpack.packb(self._reserved), db=self._meta)
-                if progress is not None:
-                    txn.put(progress[0].encode(), msgpack.packb(progress[1]), db=self._sources)
+                    if last + 1 >= reserved:
+                        reserved = last + 1 + SEQ_BLOCK
+                        txn.put(b"reserved", msgpack.packb(reserved), db=self._meta)
+                for source, ordinal in progress or ():
+                    txn.put(source.encode(), msgpack.packb(ordinal), db=self._sources)
                 updated = self._bump(txn, {"created": len(records) if created is None else created, "bytes": size, "stored": len(records)})
         except lmdb.MapFullError as exc:
+            if self._map_is_quota:  # the file is at its limit (LMDB's own pages took the rest)
+                raise SpoolFull(f"spool quota of {self.quota_bytes} bytes reached (the LMDB file is at its limit)", reason="disk_quota") from exc
             raise SpoolFull(f"spool map full: {exc}", reason="map_full") from exc
         except lmdb.Error as exc:
             raise self._classify(exc) from exc
         self._counters.update(updated)
+        self._reserved, self._last_durable = reserved, last
         if records:
             self.next_seq = max(self.next_seq, records[-1][0] + 1)
 
@@ -138,17 +186,32 @@ class Spool:
             return SpoolFull(f"disk full under the spool: {exc}", reason="disk_full")
         return TransientError(f"spool write failed: {exc}", reason="spool_io")
 
-    def count_created(self, n: int) -> None:
-        """Account for events created but never stored here (e.g. dropped before the spool)."""
-        with self.env.begin(write=True) as txn:
-            self._counters.update(self._bump(txn, {"created": n}))
 
     def note_drops(self, reason: str, count: int, seq_range: tuple[int, int] | None = None) -> None:
         """Count ``count`` events dropped for ``reason``; a seq range is also reported to the Core."""
-        with self.env.begin(write=True) as txn:
-            if seq_range is not None:
-                self._put_drop(txn, seq_range[0], seq_range[1], reason)
-            self._counters.update(self._bump(txn, {"dropped:" + reason: count}))
+        self.fold({"dropped:" + reason: count}, [(seq_range[0], seq_range[1], reason)] if seq_range else [])
+
+    def fold(self, deltas: dict[str, int], ranges: list[tuple[int, int, str]] = ()) -> None:
+        """Add counter ``deltas`` and drop ``ranges`` (first, last, reason) in one transaction.
+
+        Used for events the memory tier accounted for: their drop reports become durable
+        here, and at shutdown their counts join the spool's so that the totals survive.
+        """
+        try:
+            with self.env.begin(write=True) as txn:
+                last = self._last_durable
+                for first, end, reason in ranges:
+                    self._put_drop(txn, first, end, reason)
+                    last = max(last, end)
+                if last != self._last_durable:
+                    txn.put(b"last_seq", msgpack.packb(last), db=self._meta)
+                updated = self._bump(txn, deltas)
+        except lmdb.MapFullError as exc:
+            raise SpoolFull(f"spool map full: {exc}", reason="map_full") from exc
+        except lmdb.Error as exc:
+            raise self._classify(exc) from exc
+        self._counters.update(updated)
+        self._last_durable = last
 
     def _put_drop(self, txn: lmdb.Transaction, first: int, last: int, reason: str) -> None:
         txn.put(_key(first), msgpack.packb([last, reason]), db=self._drops)
@@ -185,7 +248,7 @@ class Spool:
                 if msgpack.unpackb(v)[0] > after
             ]
 
-    def acknowledge(self, upto: int, delivered: Iterable[int] | None = None, refused: Mapping[int, str] | None = None) -> int:
+    def acknowledge(self, upto: int, refused: Mapping[int, str] | None = None) -> int:
         """The Core holds everything up to ``upto``: delete it, count it delivered; return how many.
 
         Sequences in ``refused`` (seq -> reason) were refused by the Core for good: they
@@ -194,46 +257,58 @@ class Spool:
         removed = 0
         size = 0
         dropped: dict[str, int] = {}
-        with self.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._events)
-            cursor.first()
-            while cursor.key():
-                seq = _SEQ.unpack(cursor.key())[0]
-                if seq > upto:
-                    break
-                size += len(cursor.value()) + RECORD_OVERHEAD
-                if refused and seq in refused:
-                    dropped["dropped:" + refused[seq]] = dropped.get("dropped:" + refused[seq], 0) + 1
-                else:
-                    removed += 1
-                cursor.delete()
-            drops = txn.cursor(db=self._drops)
-            stale = [k for k, v in drops if msgpack.unpackb(v)[0] <= upto]
-            for k in stale:
-                txn.delete(k, db=self._drops)
-            gone = removed + sum(dropped.values())
-            self._counters.update(self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -gone, **dropped}))
+        try:
+            with self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self._events)
+                cursor.first()
+                while cursor.key():
+                    seq = _SEQ.unpack(cursor.key())[0]
+                    if seq > upto:
+                        break
+                    size += len(cursor.value()) + RECORD_OVERHEAD
+                    if refused and seq in refused:
+                        key = "dropped:" + refused[seq]
+                        dropped[key] = dropped.get(key, 0) + 1
+                    else:
+                        removed += 1
+                    cursor.delete()
+                stale = []
+                for k, v in txn.cursor(db=self._drops):
+                    if _SEQ.unpack(k)[0] > upto:
+                        break
+                    if msgpack.unpackb(v)[0] <= upto:
+                        stale.append(k)
+                for k in stale:
+                    txn.delete(k, db=self._drops)
+                gone = removed + sum(dropped.values())
+                updated = self._bump(txn, {"delivered": removed, "bytes": -size, "stored": -gone, **dropped})
+        except lmdb.Error as exc:
+            raise self._classify(exc) from exc
+        self._counters.update(updated)
         return removed
 
     def drop_oldest(self, count: int, above: int, reason: str) -> tuple[int, int] | None:
         """Delete the ``count`` oldest records with seq > ``above``; count and report them."""
         first = last = None
         removed = size = 0
-        with self.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._events)
-            cursor.set_range(_key(above + 1))
-            while removed < count and cursor.key():
-                seq = _SEQ.unpack(cursor.key())[0]
-                first = seq if first is None else first
-                last = seq
-                size += len(cursor.value()) + RECORD_OVERHEAD
-                removed += 1
-                cursor.delete()
-            if removed:
-                self._put_drop(txn, first, last, reason)
-                self._counters.update(
-                    self._bump(txn, {"dropped:" + reason: removed, "bytes": -size, "stored": -removed})
-                )
+        updated: dict[str, int] = {}
+        try:
+            with self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self._events)
+                cursor.set_range(_key(above + 1))
+                while removed < count and cursor.key():
+                    seq = _SEQ.unpack(cursor.key())[0]
+                    first = seq if first is None else first
+                    last = seq
+                    size += len(cursor.value()) + RECORD_OVERHEAD
+                    removed += 1
+                    cursor.delete()
+                if removed:
+                    self._put_drop(txn, first, last, reason)
+                    updated = self._bump(txn, {"dropped:" + reason: removed, "bytes": -size, "stored": -removed})
+        except lmdb.Error as exc:
+            raise self._classify(exc) from exc
+        self._counters.update(updated)
         return (first, last) if removed else None
 
     # --- state ----------------------------------------------------------------------
@@ -256,6 +331,13 @@ class Spool:
         with self.env.begin(buffers=False) as txn:
             for key, value in txn.cursor(db=self._events):
                 yield _SEQ.unpack(key)[0], value
+
+    def file_bytes(self) -> int:
+        """Size of the LMDB data file on disk (what the quota bounds, with LMDB's slack)."""
+        try:
+            return os.path.getsize(os.path.join(self.path, "data.mdb"))
+        except OSError:
+            return 0
 
     def close(self) -> None:
         self.env.close()

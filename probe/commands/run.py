@@ -53,6 +53,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines.append(f"  source error  {error}")
     if s["uplink"]["connection_failures"]:
         lines.append(f"  uplink        {s['uplink']['connection_failures']} connection failures")
+    if s["uplink"].get("backpressure_seconds"):
+        lines.append(f"  backpressure  {s['uplink']['backpressure_seconds']:.1f} s (the Core asked to slow down)")
     if s["uplink"]["halted"]:
         lines.append(f"  HALTED        {s['uplink']['halt_reason']}")
         lines.append("                fix the identity, then reload (SIGHUP) or run again: the backlog is delivered then")

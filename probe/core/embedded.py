@@ -17,9 +17,18 @@ class EmbeddedCoreError(RuntimeError):
 class EmbeddedCore:
     """``python -m probe core serve`` on 127.0.0.1, its store in ``data_dir``."""
 
-    def __init__(self, data_dir: str, listen: str = "127.0.0.1:0", *, client_ca: str | None = None, crl: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        listen: str = "127.0.0.1:0",
+        args: tuple[str, ...] = (),
+        *,
+        client_ca: str | None = None,
+        crl: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.listen = listen
+        self.args = tuple(args)  # more ``core serve`` flags (e.g. overload knobs in tests)
         self.client_ca = client_ca  # require probe certificates from this CA (else pinned keys)
         self.crl = crl
         self.proc: subprocess.Popen | None = None
@@ -37,7 +46,7 @@ class EmbeddedCore:
         if self.crl:
             identity += ["--crl", os.path.abspath(self.crl)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready, *identity],
+            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready, *identity, *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.data_dir, "core.log"), "ab"),

@@ -283,8 +283,10 @@ def test_an_expired_certificate_sends_nothing_until_sighup_reloads_a_good_one(tm
         os.kill(os.getpid(), signal.SIGHUP)
         assert wait_for(lambda: not app.gate.halted)
         assert app.wait() == "complete"
-        assert len(core.stored()) == created
-        assert app.accounts().balanced and app.accounts().delivered == created
+        # everything created is delivered; an alert's notice (the halt clearing) may have joined meanwhile
+        final = app.accounts()
+        assert len(core.stored()) == final.created == final.delivered >= created
+        assert final.balanced and final.created - created <= 2
     finally:
         app.stop()
         signal.signal(signal.SIGHUP, previous)

@@ -61,8 +61,13 @@ def notices(core: CoreProcess) -> list[tuple[str, str]]:
 
 
 def raised_then_cleared(core: CoreProcess, note: str) -> bool:
+    """The Core saw the alert raised and, last of all, cleared.
+
+    Under a flood the buffer drops its oldest events, notices included (the drop report
+    tells the Core), so an alert that flaps may reach the Core as raised, raised, cleared.
+    """
     seen = [state for key, state in notices(core) if key == note]
-    return seen[:2] == ["raised", "cleared"]
+    return "raised" in seen and seen[-1] == "cleared"
 
 
 def test_a_stalled_core_raises_connection_buffer_and_resource_alerts_and_they_clear(tmp_path, core, apps, caplog):
@@ -79,7 +84,7 @@ def test_a_stalled_core_raises_connection_buffer_and_resource_alerts_and_they_cl
     c.stall()  # it accepts connections (the kernel does) but never answers
     app = apps(config)
     wait_for(lambda: {"connection_failures", "buffer_utilization:disk", "resource:spool"} <= active(app), 90)
-    assert app.metrics.total("uplink_connection_failures_total") >= 3
+    wait_for(lambda: app.metrics.total("uplink_connection_failures_total") >= 3, 30)
     assert app.status() == "degraded"
     c.resume()
     wait_for(lambda: not active(app) and app.buffer.pending == 0, 90)

@@ -71,3 +71,33 @@ def test_store_keeps_each_sequence_once(tmp_path):
     assert [s for _, s, _ in stored] == [1, 2, 3]
     assert stored[1][2] == records[1]
     assert store.has("p1", [1, 2, 3, 4]) == {1, 2, 3}
+
+
+def test_envelope_header_checks_what_decode_canonical_checks():
+    import msgpack
+    import pytest
+
+    from probe.core.ingest import envelope_header
+    from protocols.events.envelope import MalformedEvent, decode_canonical
+
+    good = signed(7, 1)[0][64:]
+    envelope, full = envelope_header(good), decode_canonical(good)
+    assert (envelope.probe_id, envelope.boot_id, envelope.seq, envelope.ts, envelope.kind) == ("p1", "boot", 7, full.ts, full.kind)
+    bad = [
+        good[:-1],  # truncated body
+        good + b"\x00",  # trailing bytes
+        msgpack.packb([2, "p1", "b", 1, 1.0, "weird", {}]),  # version
+        msgpack.packb([1, "p1", "b", 1, 1, "weird", {}]),  # ts not a float
+        msgpack.packb([1, "p1", "b", -1, 1.0, "weird", {}]),  # negative seq
+        msgpack.packb([1, "p1", "b", 1, 1.0, "weird", [1]]),  # body not a map
+        msgpack.packb([1, b"p1", "b", 1, 1.0, "weird", {}]),  # probe id not a string
+        msgpack.packb([1, "p1", "b", 1, 1.0, "weird"]),  # six elements
+        msgpack.packb({"a": 1}),
+        b"",
+        b"\xc1",
+    ]
+    for data in bad:
+        with pytest.raises(MalformedEvent):
+            envelope_header(data)
+        with pytest.raises(MalformedEvent):
+            decode_canonical(data)
