@@ -86,7 +86,7 @@ def run(rig: Rig) -> None:
     rig.mark("the certificate expires", "fault")
     detect = watch.wait_halt(t_expiry, 15)
     rig.expect_time("time to detect the expiry (the Core ends the session at the next frame)", detect, 3.0)
-    refused = core.counters()
+    refused = core.counted("refused:session:cert_expired", "refused:auth:cert_expired")
     rig.expect("the Core refused the expired certificate with its reason", refused.get("refused:session:cert_expired", 0) + refused.get("refused:auth:cert_expired", 0) >= 1,
                ", ".join(f"{k} {v}" for k, v in refused.items() if k.startswith("refused")) or "no refusal counted")
     watch.hold_halted(halted_for, "cert_expired", "expired certificate")
@@ -106,7 +106,7 @@ def run(rig: Rig) -> None:
     t = watch.reload("reload the wrong CA's files", kind="step")
     again = rig.wait_for("halted again: the Core refuses the wrong CA",
                          lambda: (watch.metric("probe_identity_halts_total") or 0.0) > halts and watch.halted(), 15, since=t)
-    counters = core.counters()
+    counters = core.counted("refused:auth:unknown_ca", "refused:tls:unknown_ca")
     rig.expect("the Core refuses the other CA's certificate (unknown_ca) and the probe halts again",
                again is not None and counters.get("refused:auth:unknown_ca", 0) + counters.get("refused:tls:unknown_ca", 0) >= 1,
                f"halted again {again} s after the reload; Core refusals: "

@@ -207,6 +207,19 @@ class CoreProcess:
         except (OSError, ValueError):
             return {}
 
+    def counted(self, *names: str, timeout: float = 5.0) -> dict[str, int]:
+        """DATA/counters.json once any of ``names`` is counted (or after ``timeout`` s, as it is then).
+
+        The Core writes the file on its housekeeping tick, so a refusal the probe has
+        already seen may reach the file a moment later.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            counters = self.counters()
+            if any(counters.get(n, 0) for n in names) or time.monotonic() >= deadline:
+                return counters
+            time.sleep(0.05)
+
     def stats(self) -> list[dict[str, Any]]:
         """``python -m probe core stats --json``: the Core's own accounts, as an operator reads them."""
         done = subprocess.run(probe_command("core", "stats", "--data-dir", str(self.data_dir), "--json"),
