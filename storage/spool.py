@@ -31,6 +31,9 @@ RECORD_SHARE = 0.8
 #: smallest LMDB map: below it LMDB's own pages (four databases, a batch's copy-on-write)
 #: crowd the records out, so a smaller quota bounds the records but the file may reach this
 MIN_MAP = 4 << 20
+#: free bytes under which an I/O error from a write means the file system is full: LMDB
+#: reports a short write (the disk ran out mid-transaction) as EIO, not ENOSPC
+SHORT_WRITE_FREE = 1 << 20
 
 
 def _key(seq: int) -> bytes:
@@ -184,7 +187,18 @@ class Spool:
         code = getattr(exc, "errno", None) or (exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None)
         if code == errno.ENOSPC or "No space" in str(exc):
             return SpoolFull(f"disk full under the spool: {exc}", reason="disk_full")
+        if (code == errno.EIO or "Input/output error" in str(exc)) and self._disk_free() < SHORT_WRITE_FREE:
+            # LMDB turns a short pwrite (the file system ran out mid-write) into EIO
+            return SpoolFull(f"disk full under the spool: {exc} (a short write, {self._disk_free()} bytes free)", reason="disk_full")
         return TransientError(f"spool write failed: {exc}", reason="spool_io")
+
+    def _disk_free(self) -> int:
+        """Bytes the file system under the spool still gives us (a large number if it cannot say)."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return 1 << 62
+        return st.f_bavail * st.f_frsize
 
 
     def note_drops(self, reason: str, count: int, seq_range: tuple[int, int] | None = None) -> None:

@@ -84,3 +84,23 @@ def test_committed_batches_survive_sigkill(tmp_path):
     assert spool.pending == 500
     assert [s for s, _ in spool.read(0, 1000)] == list(range(first, first + 500))
     assert spool.source_progress("file:k") == 500
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_file_system_that_runs_out_is_reported_as_disk_full(tmp_path):
+    """LMDB reports a short write on a full file system as EIO; the spool still says disk_full."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        spool = Spool(str(mount / "spool"), 64 << 20, map_size=32 << 20)
+        first = seq = spool.next_seq
+        with pytest.raises(SpoolFull) as refused:
+            for _ in range(200):  # 1 MB of records into 256 KB of disk
+                spool.append(records(seq, 10, 500))
+                seq += 10
+        assert refused.value.reason == "disk_full", str(refused.value)
+        assert seq > first and spool.pending == seq - first, "what was committed before stays"
+        spool.env.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
