@@ -345,7 +345,10 @@ class ResourcesActor(SupervisedActor):
         taken = self.metrics.counter("events_buffered_total", tier="memory")
         refused = taken > self._memory_tier_taken
         self._memory_tier_taken = taken
-        reason = spool_refusal_reason(self.buffer.disk_error) if refused and self.buffer.disk_ok else None
+        # the memory tier took events because the spool refused them, not because this
+        # monitor paused it (disk_low, reported below); a failed disk stays off between
+        # the buffer's retries, so its state is not asked (only the pause is ours)
+        reason = spool_refusal_reason(self.buffer.disk_error) if refused and not self._disk_paused else None
         if reason is not None:
             self._report(reason, f"the spool refuses events ({self.buffer.disk_error}); they go to the memory tier")
         low = sample.disk_size > 0 and sample.disk_free < self.budgets.min_free_disk_bytes

@@ -76,9 +76,12 @@ def records(first: int, n: int, size: int = 300) -> list[tuple[int, bytes]]:
 @pytest.fixture
 def delivery(tmp_path):
     """A real spool (tiny quota: new events go to the memory tier), buffer actor and supervisor."""
+    yield from delivery_parts(Spool(str(tmp_path / "spool"), quota_bytes=64 << 10))
+
+
+def delivery_parts(spool: Spool):
     metrics = Metrics()
     directory = Directory()
-    spool = Spool(str(tmp_path / "spool"), quota_bytes=64 << 10)
     buffer = TieredBuffer(spool, MemoryTier(100_000, 64 << 20))
     window = Window(64)
     sheds: list[str] = []
@@ -167,6 +170,34 @@ def test_low_free_disk_stops_the_spool_and_room_resumes_it(tmp_path, delivery):
         store(11, 10)
         # the memory tier's events moved back to the spool first (storage/buffer.py), then the new ones
         assert buffer.spool.pending == 20 and len(buffer.memory) == 0
+    finally:
+        monitor.stop()
+
+
+@pytest.fixture
+def full_disk_delivery(tmp_path):
+    """The same parts, the spool on a real 256 KiB tmpfs (a large quota: the file system runs out first)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield from delivery_parts(Spool(str(mount / "spool"), quota_bytes=64 << 20, map_size=32 << 20))
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_under_the_spool_is_reported_as_disk_full_and_shed(tmp_path, full_disk_delivery):
+    metrics, directory, buffer, shedder, sup, sheds, store = full_disk_delivery
+    monitor = start_monitor(tmp_path, buffer, shedder, metrics, sup)
+    try:
+        for first in range(1, 4001, 200):  # 1.2 MB of events into 256 KB of disk
+            store(first, 200)
+        assert not buffer.disk_ok and len(buffer.memory) > 0, "the disk refused; the memory tier took the rest"
+        assert wait_for(lambda: "disk_full" in sheds), f"sheds {sheds}, disk error {buffer.disk_error}"
+        assert metrics.counter("supervisor_failures_total", child="resources", strategy="shed", reason="disk_full") >= 1
+        assert monitor.is_alive()
     finally:
         monitor.stop()
 
