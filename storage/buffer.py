@@ -109,7 +109,11 @@ class TieredBuffer:
 
     def store(self, records: list[Record], progress: Progress | None = None) -> StoreOutcome:
         """Keep a signed batch (seq order, above everything held); say where it went."""
-        self._maybe_retry_disk()
+        if not self._deletions_due():
+            # with deletions the disk refused still due, the retry is left to maintain() and
+            # acknowledge(): they delete first, which frees pages inside the spool's file; a
+            # write tried first on a disk that is still full fails and puts the retry off again
+            self._maybe_retry_disk()
         if not records:
             self._note_progress(progress)
             return StoreOutcome("none")
@@ -184,6 +188,10 @@ class TieredBuffer:
         self._disk_ok = False
         self.disk_error = str(exc)
         self._disk_failed_at = self.clock()
+
+    def _deletions_due(self) -> bool:
+        """Whether the spool still holds events the Core acknowledged (the disk refused their deletion)."""
+        return not self._disk_ok and bool(self.spool.pending) and self.spool.first_seq() <= self._acked_upto
 
     def _maybe_retry_disk(self) -> None:
         if not self._disk_ok and not self._disk_held and self.clock() - self._disk_failed_at >= self.disk_retry_interval:

@@ -194,3 +194,36 @@ def test_a_spool_paused_from_outside_stays_paused_until_resumed(tmp_path):
     buf.disk_ok = True
     assert buf.store(batch(n + 10, 10)).tier == "disk", "the memory events moved back first, then the new ones followed"
     assert len(buf.memory) == 0 and [s for s, _ in buf.spool.read(0, 100)] == list(range(n, n + 20))
+
+
+def test_on_a_disk_still_full_the_retry_deletes_what_the_core_holds_before_it_writes(tiny_disk):
+    """The Core acknowledged events while the disk was full (their deletion refused): the retry deletes them
+    first, which frees pages inside the spool's file, so the file system can stay full and the spool still works."""
+    clock = [0.0]
+    spool = Spool(str(tiny_disk / "spool"), 64 << 20, map_size=32 << 20)
+    buf = TieredBuffer(spool, MemoryTier(100_000, 64 << 20), disk_retry_interval=5.0, clock=lambda: clock[0])
+    n = seq = spool.next_seq
+    while buf.store(batch(seq, 10, 500)).tier == "disk":  # the spool fills the file system
+        seq += 10
+    seq += 10
+    on_disk = spool.pending
+    try:  # someone else takes whatever room is left
+        with open(tiny_disk / "other", "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    delivered, _ = buf.acknowledge(seq - 1)  # the Core holds everything; the disk refuses the deletion
+    assert delivered == seq - n - on_disk and spool.pending == on_disk
+    delivered_later = 0
+    for _ in range(3):  # capture goes on; the disk is due for a retry, and the actor's maintenance tick comes
+        clock[0] += 5.0
+        buf.store(batch(seq, 10, 500))
+        seq += 10
+        delivered_later += buf.maintain()[0]
+    assert delivered_later == on_disk, "the deletion the disk refused was done at the retry"
+    assert buf.disk_ok and len(buf.memory) == 0 and spool.pending == 30, "and the spool took the new events, in the pages it freed"
+    acc = buf.accounts()
+    assert acc.balanced and acc.delivered == seq - n - 30 and acc.pending == 30
+    buf.close()
