@@ -279,7 +279,6 @@ class ResourcesActor(SupervisedActor):
         self._stopped = threading.Event()
         self._memory_tier_taken = 0.0
         self._reported: dict[str, float] = {}
-        self._disk_paused = False
 
     def start_child(self) -> None:
         self._memory_tier_taken = self.metrics.counter("events_buffered_total", tier="memory")
@@ -345,25 +344,23 @@ class ResourcesActor(SupervisedActor):
         taken = self.metrics.counter("events_buffered_total", tier="memory")
         refused = taken > self._memory_tier_taken
         self._memory_tier_taken = taken
-        # the memory tier took events because the spool refused them, not because this
-        # monitor paused it (disk_low, reported below); a failed disk stays off between
-        # the buffer's retries, so its state is not asked (only the pause is ours)
-        reason = spool_refusal_reason(self.buffer.disk_error) if refused and not self._disk_paused else None
+        # the memory tier took events because the spool refused them, not because the spool
+        # is paused from here (disk_low, reported below); a failed disk stays off between
+        # the buffer's retries, so whether it is on now says nothing
+        reason = spool_refusal_reason(self.buffer.disk_error) if refused and not self.buffer.disk_held else None
         if reason is not None:
             self._report(reason, f"the spool refuses events ({self.buffer.disk_error}); they go to the memory tier")
         low = sample.disk_size > 0 and sample.disk_free < self.budgets.min_free_disk_bytes
         if low and self.buffer.disk_ok:
-            self._disk_paused = True
             self.buffer.disk_ok = False  # new events go to the memory tier until there is room
             self.buffer.disk_error = f"free disk {sample.disk_free >> 20} MB below the {self.budgets.min_free_disk_bytes >> 20} MB minimum"
             self._report("disk_low", self.buffer.disk_error)
-        elif not low and not self.buffer.disk_ok:
-            # room again (or a transient spool error some time ago): let the spool try
-            if self._disk_paused or self._since_report("spool_retry") >= 10 * self.budgets.check_interval:
-                self._disk_paused = False
-                self._reported["spool_retry"] = time.monotonic()
-                self.buffer.disk_ok = True  # the next batch tries the spool again
-                log.info("the spool takes events again", extra={"component": "resources", "event": "spool_resumed"})
+        elif not low and self.buffer.disk_held:
+            # room again: resume the spool this monitor (or the one before a restart) paused. A
+            # spool that failed on its own is retried by the buffer, which first deletes what the
+            # Core acknowledged meanwhile (that frees pages on a disk still full)
+            self.buffer.disk_ok = True  # the next batch tries the spool again
+            log.info("the spool takes events again", extra={"component": "resources", "event": "spool_resumed"})
 
     def _since_report(self, reason: str) -> float:
         return time.monotonic() - self._reported.get(reason, -1e18)

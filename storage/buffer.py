@@ -184,6 +184,11 @@ class TieredBuffer:
         self._disk_ok = value
         self._disk_held = not value
 
+    @property
+    def disk_held(self) -> bool:
+        """Whether the spool is paused from outside (set ``disk_ok`` True to resume it)."""
+        return self._disk_held
+
     def _disk_failed(self, exc: Exception) -> None:
         self._disk_ok = False
         self.disk_error = str(exc)

@@ -198,6 +198,9 @@ def test_a_full_disk_under_the_spool_is_reported_as_disk_full_and_shed(tmp_path,
         assert wait_for(lambda: "disk_full" in sheds), f"sheds {sheds}, disk error {buffer.disk_error}"
         assert metrics.counter("supervisor_failures_total", child="resources", strategy="shed", reason="disk_full") >= 1
         assert monitor.is_alive()
+        # the monitor resumes only a spool it paused; a failed one is the buffer's to retry (deleting first)
+        time.sleep(20 * 0.05)
+        assert not buffer.disk_ok and not buffer.disk_held
     finally:
         monitor.stop()
 
