@@ -435,8 +435,13 @@ class ProbeApp:
     # --- running ----------------------------------------------------------------------
 
     def pipeline_idle(self) -> bool:
-        """Every source done and every batch through the signer and the buffer."""
-        return self.tracker.all_done() and self.signer_window.outstanding == 0 and self.buffer_window.outstanding == 0
+        """Every source done, every batch through the signer and the buffer, no alert notice waiting to be sent."""
+        return (
+            self.tracker.all_done()
+            and self.signer_window.outstanding == 0
+            and self.buffer_window.outstanding == 0
+            and not self.alerts.unsent  # handed to the signer at the next evaluation round
+        )
 
     def request_stop(self, immediate: bool = False) -> None:
         """Stop gracefully (sources first, then drain); a second request, or ``immediate``, at once."""
