@@ -9,7 +9,7 @@ from typing import Any
 
 from actors.base import SupervisedActor, handles
 from actors.credit import Window
-from actors.messages import Acked, EventsDropped, Shed, SignedEvents, Stored, Tick
+from actors.messages import Acked, EventsDropped, SequenceReused, Shed, SignedEvents, Stored, Tick
 from actors.metrics import Metrics
 from actors.supervisor import Directory
 from storage.buffer import TieredBuffer
@@ -83,6 +83,12 @@ class BufferActor(SupervisedActor):
     def on_acked(self, acked: Acked) -> None:
         migrated = self.buffer.migrated
         delivered, dropped = self.buffer.acknowledge(acked.seq, dict(acked.refused))
+        self._count_delivered(delivered, dropped, migrated)
+
+    @handles(SequenceReused)
+    def on_sequence_reused(self, reused: SequenceReused) -> None:
+        migrated = self.buffer.migrated
+        delivered, dropped = self.buffer.drop_reused(reused.through)
         self._count_delivered(delivered, dropped, migrated)
 
     def _count_delivered(self, delivered: int, dropped: dict[str, int], migrated: int) -> None:

@@ -300,6 +300,16 @@ class Authenticator:
             log.warning(json.dumps({"event": "sequence_space_reset", "probe_id": probe_id, "boot_id": boot_id, "message": warning}))
         return replay_policy(starts, boot_id)
 
+    def went_back(self, probe_id: str, boot_id: str, boot_seq: int) -> bool:
+        """Whether this boot's sequence space went back (its start was moved above ``boot_seq``)."""
+        start = self.boots.starts(probe_id).get(boot_id)
+        return start is not None and 0 < boot_seq < start
+
+    def went_back(self, probe_id: str, boot_id: str, boot_seq: int) -> bool:
+        """Whether this boot's sequence space went back (its start was moved above ``boot_seq``)."""
+        start = self.boots.starts(probe_id).get(boot_id)
+        return start is not None and 0 < boot_seq < start
+
 
 #: refusals whose record may be damaged, so that its own seq field is not to be trusted
 _DAMAGED = frozenset({wire.ErrorCode.BAD_EVENT, wire.ErrorCode.BAD_SIGNATURE})
