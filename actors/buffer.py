@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from actors.base import SupervisedActor, handles
@@ -41,14 +40,7 @@ class BufferActor(SupervisedActor):
         self._stopped = threading.Event()
 
     def start_child(self) -> None:
-        threading.Thread(target=self._tick, name="buffer-tick", daemon=True).start()
-
-    def _tick(self) -> None:
-        while not self._stopped.wait(MAINTAIN_EVERY):
-            try:
-                self.actor_ref.tell(Tick(time.monotonic()))
-            except Exception:  # the actor is gone; stop ticking
-                return
+        self.start_ticking(MAINTAIN_EVERY, self._stopped)
 
     @handles(Tick)
     def on_tick(self, _: Tick) -> None:
