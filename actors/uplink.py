@@ -348,8 +348,9 @@ class UplinkActor(SupervisedActor):
         self.in_flight = 0
         self.sequencer.ensure_above(welcome.resume)
         self._frames_out = self._acks_in = 0
-        if welcome.reused_through:
-            self._sequence_reused(min(welcome.resume, welcome.reused_through))
+        reused = min(welcome.resume, welcome.reused_through)
+        if reused and 0 < self.buffer.first_seq() <= reused:
+            self._sequence_reused(reused)
         self._release_buffer(wait=5)
         self._set_state("connected")
         self.metrics.inc("uplink_connects_total")

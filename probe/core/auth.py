@@ -300,15 +300,11 @@ class Authenticator:
             log.warning(json.dumps({"event": "sequence_space_reset", "probe_id": probe_id, "boot_id": boot_id, "message": warning}))
         return replay_policy(starts, boot_id)
 
-    def went_back(self, probe_id: str, boot_id: str, boot_seq: int) -> bool:
-        """Whether this boot's sequence space went back (its start was moved above ``boot_seq``)."""
+    def taken_below(self, probe_id: str, boot_id: str, boot_seq: int) -> int:
+        """If this boot's sequence space went back, the start the Core moved it to: its numbers
+        below that were taken by an earlier life of the probe (spool wiped or restored); else 0."""
         start = self.boots.starts(probe_id).get(boot_id)
-        return start is not None and 0 < boot_seq < start
-
-    def went_back(self, probe_id: str, boot_id: str, boot_seq: int) -> bool:
-        """Whether this boot's sequence space went back (its start was moved above ``boot_seq``)."""
-        start = self.boots.starts(probe_id).get(boot_id)
-        return start is not None and 0 < boot_seq < start
+        return start if start is not None and 0 < boot_seq < start else 0
 
 
 #: refusals whose record may be damaged, so that its own seq field is not to be trusted

@@ -287,7 +287,7 @@ class Core:
         link.policy = self.auth.boot_policy(hello.probe_id, hello.boot_id, hello.boot_seq, account.acked)
         # a wiped or restored spool reuses numbers we hold: say so, or the probe would take its
         # own events numbered that low for delivered (they are not: the numbers are taken)
-        reused = account.acked if self.auth.went_back(hello.probe_id, hello.boot_id, hello.boot_seq) else 0
+        reused = max(0, self.auth.taken_below(hello.probe_id, hello.boot_id, hello.boot_seq) - 1)
         log.info(json.dumps({"event": "probe_connected", "probe_id": hello.probe_id, "boot_id": hello.boot_id, "resume": account.acked}))
         await self._send(link.ws, wire.Welcome(account.acked, self.settings.credit, reused))
         if self.backpressure:

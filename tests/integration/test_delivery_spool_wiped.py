@@ -64,6 +64,15 @@ def test_events_signed_on_a_wiped_spool_before_the_core_is_reached_are_dropped_a
             assert accounts.dropped == {"sequence_reused": 200}
             assert accounts.delivered == 50
             assert second.metrics.total("uplink_sequence_reused_total") == 1
+            # a later reconnection of the same boot takes nothing more for reused
+            core.stop()
+            second.feed("after", 250, weird_events(20, start=3000))
+            wait(lambda: second.buffer.pending == 20)
+            core.start()
+            assert second.wait_delivered(30)
+            assert second.buffer.accounts().dropped == {"sequence_reused": 200}
+            assert second.buffer.accounts().delivered == 70
+            assert second.metrics.total("uplink_sequence_reused_total") == 1
         finally:
             second.stop()
     finally:
@@ -74,5 +83,5 @@ def test_events_signed_on_a_wiped_spool_before_the_core_is_reached_are_dropped_a
         account = store.account(identity.probe_id)
     finally:
         store.close()
-    assert seqs == list(range(1, 351)), "the Core holds the first life's 300 and the 50 numbered after them"
-    assert account.stored == 350 and account.gaps == 0
+    assert seqs == list(range(1, 371)), "the Core holds the first life's 300 and the 70 numbered after them"
+    assert account.stored == 370 and account.gaps == 0
