@@ -278,17 +278,10 @@ class AlertsActor(SupervisedActor):
         self._stopped = threading.Event()
 
     def start_child(self) -> None:
-        threading.Thread(target=self._tick_loop, name="alerts-tick", daemon=True).start()
+        self.start_ticking(self.settings.evaluate_interval, self._stopped)
 
     def stop_child(self) -> None:
         self._stopped.set()
-
-    def _tick_loop(self) -> None:
-        while not self._stopped.wait(self.settings.evaluate_interval):
-            try:
-                self.actor_ref.tell(Tick(time.monotonic()))
-            except Exception:  # the actor is gone; stop ticking
-                return
 
     @handles(Tick)
     def on_tick(self, _: Tick) -> None:

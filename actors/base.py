@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
+import time
 from typing import Any, Callable, ClassVar
 
 import pykka
 
-from actors.messages import ChildFailed
+from actors.messages import ChildFailed, Tick
 
 log = logging.getLogger("probe.actors")
 
@@ -60,6 +62,18 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def stop_child(self) -> None:
         """Release what start_child took; called on a normal stop."""
+
+    def start_ticking(self, interval: float, stopped: threading.Event) -> None:
+        """Send this actor a ``Tick`` every ``interval`` s until ``stopped`` is set or it dies."""
+
+        def loop() -> None:
+            while not stopped.wait(interval):
+                try:
+                    self.actor_ref.tell(Tick(time.monotonic()))
+                except pykka.ActorDeadError:
+                    return
+
+        threading.Thread(target=loop, name=f"{self.name}-tick", daemon=True).start()
 
     # --- pykka plumbing -----------------------------------------------------------------
 

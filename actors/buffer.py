@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from actors.base import SupervisedActor, handles
 from actors.credit import Window
-from actors.messages import Acked, EventsDropped, Shed, SignedEvents, Stored, Tick
+from actors.messages import Acked, EventsDropped, SequenceReused, Shed, SignedEvents, Stored, Tick
 from actors.metrics import Metrics
 from actors.supervisor import Directory
 from storage.buffer import TieredBuffer
@@ -41,14 +40,7 @@ class BufferActor(SupervisedActor):
         self._stopped = threading.Event()
 
     def start_child(self) -> None:
-        threading.Thread(target=self._tick, name="buffer-tick", daemon=True).start()
-
-    def _tick(self) -> None:
-        while not self._stopped.wait(MAINTAIN_EVERY):
-            try:
-                self.actor_ref.tell(Tick(time.monotonic()))
-            except Exception:  # the actor is gone; stop ticking
-                return
+        self.start_ticking(MAINTAIN_EVERY, self._stopped)
 
     @handles(Tick)
     def on_tick(self, _: Tick) -> None:
@@ -83,6 +75,12 @@ class BufferActor(SupervisedActor):
     def on_acked(self, acked: Acked) -> None:
         migrated = self.buffer.migrated
         delivered, dropped = self.buffer.acknowledge(acked.seq, dict(acked.refused))
+        self._count_delivered(delivered, dropped, migrated)
+
+    @handles(SequenceReused)
+    def on_sequence_reused(self, reused: SequenceReused) -> None:
+        migrated = self.buffer.migrated
+        delivered, dropped = self.buffer.drop_reused(reused.through)
         self._count_delivered(delivered, dropped, migrated)
 
     def _count_delivered(self, delivered: int, dropped: dict[str, int], migrated: int) -> None:

@@ -54,6 +54,14 @@ class Stored:
 
 
 @attrs.frozen(slots=True)
+class SequenceReused:
+    """The Core holds numbers up to ``through`` from before this probe's spool was wiped or
+    restored: the buffer's events numbered that low were never stored (dropped, not delivered)."""
+
+    through: int
+
+
+@attrs.frozen(slots=True)
 class Acked:
     """The Core holds (or has accounted for) everything up to ``seq``.
 

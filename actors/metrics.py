@@ -49,6 +49,7 @@ DESCRIPTIONS: dict[str, str] = {
     "buffer_utilization": "Fill level of each buffer tier (0..1 of its quota)",
     "uplink_state": "1 for the uplink's current state",
     "uplink_connects_total": "Successful connections to the Core",
+    "uplink_sequence_reused_total": "Welcomes saying the Core already held this probe's sequence numbers (spool wiped or restored, key kept)",
     "uplink_connection_failures_total": "Failed or lost connections to the Core",
     "uplink_backoff_seconds": "Current reconnection delay",
     "uplink_backpressure": "1 while the Core asks the probe to slow down",

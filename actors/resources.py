@@ -282,18 +282,11 @@ class ResourcesActor(SupervisedActor):
 
     def start_child(self) -> None:
         self._memory_tier_taken = self.metrics.counter("events_buffered_total", tier="memory")
-        threading.Thread(target=self._tick_loop, name="resources-tick", daemon=True).start()
+        self.start_ticking(self.budgets.check_interval, self._stopped)
         self.check()
 
     def stop_child(self) -> None:
         self._stopped.set()
-
-    def _tick_loop(self) -> None:
-        while not self._stopped.wait(self.budgets.check_interval):
-            try:
-                self.actor_ref.tell(Tick(time.monotonic()))
-            except Exception:  # the actor is gone; stop ticking
-                return
 
     @handles(Tick)
     def on_tick(self, _: Tick) -> None:

@@ -26,7 +26,7 @@ import websockets
 from websockets.sync.client import ClientConnection, connect
 
 from actors.base import SupervisedActor, handles
-from actors.messages import Acked, Halt, ResumeTransmission, Stored, Tick
+from actors.messages import Acked, Halt, ResumeTransmission, SequenceReused, Stored, Tick
 from actors.metrics import Metrics
 from actors.resend import RejectedResends
 from actors.sequencer import Sequencer
@@ -367,6 +367,9 @@ class UplinkActor(SupervisedActor):
         self.in_flight = 0
         self.sequencer.ensure_above(welcome.resume)
         self._frames_out = self._acks_in = 0
+        reused = min(welcome.resume, welcome.reused_through)
+        if reused and 0 < self.buffer.first_seq() <= reused:
+            self._sequence_reused(reused)
         self._release_buffer(wait=5)
         self._set_state("connected")
         self.metrics.inc("uplink_connects_total")
@@ -378,6 +381,17 @@ class UplinkActor(SupervisedActor):
         threading.Thread(target=self._read_loop, args=(ws, self.generation), name="uplink-reader", daemon=True).start()
         self._resend(self.resends.reconnected())
         self._pump()
+
+    def _sequence_reused(self, through: int) -> None:
+        """The Core already holds our numbers up to ``through`` (spool wiped or restored, key kept)."""
+        self.metrics.inc("uplink_sequence_reused_total")
+        log.error(
+            f"the Core already holds this probe's sequence numbers up to {through} (the spool was wiped or restored "
+            f"while the key was kept): buffered events numbered that low are dropped as sequence_reused; "
+            f"new events are numbered from {through + 1}",
+            extra={"component": "uplink", "event": "sequence_reused", "reason": "sequence_reused", "through": through},
+        )
+        self.directory.tell("buffer", SequenceReused(through), wait=5)
 
     def _expect(self, ws: ClientConnection, kind: type) -> Any:
         data = ws.recv(timeout=self.settings.connect_timeout)

@@ -114,10 +114,16 @@ class Challenge:
 
 @attrs.frozen(slots=True)
 class Welcome:
-    """Authenticated: resume after ``resume`` (highest contiguous seq stored); ``credit`` events may be in flight."""
+    """Authenticated: resume after ``resume`` (highest contiguous seq stored); ``credit`` events may be in flight.
+
+    ``reused_through`` (0: none) says the probe's sequence space went back (spool wiped or
+    restored while the key was kept): the Core already holds numbers up to it from an
+    earlier life, so the probe's own events numbered that low were never stored.
+    """
 
     resume: int
     credit: int
+    reused_through: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -249,7 +255,8 @@ def _challenge(o: dict) -> Challenge:
 
 
 def _welcome(o: dict) -> Welcome:
-    return Welcome(_seq(o, "resume"), _seq(o, "credit"))
+    reused = _seq(o, "reused_through") if o.get("reused_through") is not None else 0
+    return Welcome(_seq(o, "resume"), _seq(o, "credit"), reused)
 
 
 def _ack(o: dict) -> Ack:

@@ -34,6 +34,8 @@ MIGRATE_CHUNK = 2000
 BUFFER_FULL = "buffer_full"
 #: reason of events still in the memory tier when the probe stopped and the spool had no room
 SHUTDOWN = "shutdown"
+#: reason of events whose numbers the Core already held from before the spool was wiped or restored
+SEQUENCE_REUSED = "sequence_reused"
 
 Record = tuple[int, bytes]
 Progress = tuple[str, int]
@@ -376,6 +378,18 @@ class TieredBuffer:
             if len(self.memory) and self.disk_ok:
                 self._migrate()
         return removed_disk + removed_mem, dict(dropped)
+
+    def drop_reused(self, upto: int, reason: str = SEQUENCE_REUSED) -> tuple[int, dict[str, int]]:
+        """The Core holds numbers up to ``upto`` from an earlier life of this sequence space.
+
+        Our own events numbered that low were never stored (the numbers are taken), so they
+        leave the buffer counted dropped with ``reason``, not delivered.
+        """
+        with self._lock:
+            seqs = set(self.memory.seqs_through(upto))
+            if self.disk_ok:
+                seqs.update(self.spool.seqs_through(upto))
+        return self.acknowledge(upto, dict.fromkeys(seqs, reason))
 
     def maintain(self) -> tuple[int, dict[str, int]]:
         """Periodic care: retry a failed disk, finish deletions it refused, move memory events to disk.

@@ -57,6 +57,11 @@ class MemoryTier:
             at = bisect.bisect_left(self._items, seq, key=_seq_of)
             return at < len(self._items) and self._items[at][0] == seq
 
+    def seqs_through(self, upto: int) -> list[int]:
+        """Sequence numbers held at or below ``upto``, oldest first."""
+        with self._lock:
+            return [seq for seq, _ in itertools.takewhile(lambda item: item[0] <= upto, self._items)]
+
     def acknowledge(self, upto: int) -> int:
         removed = 0
         with self._lock:

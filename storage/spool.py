@@ -341,6 +341,17 @@ class Spool:
             cursor = txn.cursor(db=self._events)
             return _SEQ.unpack(cursor.key())[0] if cursor.first() else 0
 
+    def seqs_through(self, upto: int) -> list[int]:
+        """Sequence numbers held at or below ``upto``, oldest first."""
+        out = []
+        with self.env.begin() as txn:
+            for key in txn.cursor(db=self._events).iternext(keys=True, values=False):
+                seq = _SEQ.unpack(key)[0]
+                if seq > upto:
+                    break
+                out.append(seq)
+        return out
+
     def iter_all(self) -> Iterator[tuple[int, bytes]]:
         with self.env.begin(buffers=False) as txn:
             for key, value in txn.cursor(db=self._events):

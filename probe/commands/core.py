@@ -43,6 +43,10 @@ def cmd_core_serve(args: argparse.Namespace) -> int:
         if path and not os.path.isfile(path):
             raise UsageError(f"--{flag.replace('_', '-')} {path}: no such file")
     setup_logging(args.log_level, component="core")
+    if args.parent_pid:
+        from probe.lifeline import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
     host, _, port = args.listen.rpartition(":")
     settings = CoreSettings(credit=args.credit, high_watermark=args.high_watermark, low_watermark=args.low_watermark)
     try:
@@ -253,6 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--pause", action="store_true", help="overload: start paused (commit nothing until resumed)")
     serve.add_argument("--ready-file", help="write HOST:PORT here once listening")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--parent-pid", type=int, metavar="PID", help="stop when process PID, our parent, exits (the probe of an embedded Core)")
     serve.add_argument("--tls-cert", metavar="FILE", help="serve wss:// with this certificate (pki issue-core makes one)")
     serve.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert (mode 0600)")
     serve.add_argument("--client-ca", metavar="FILE", help="require probe certificates issued by this CA (mutual TLS)")

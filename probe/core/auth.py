@@ -300,6 +300,12 @@ class Authenticator:
             log.warning(json.dumps({"event": "sequence_space_reset", "probe_id": probe_id, "boot_id": boot_id, "message": warning}))
         return replay_policy(starts, boot_id)
 
+    def taken_below(self, probe_id: str, boot_id: str, boot_seq: int) -> int:
+        """If this boot's sequence space went back, the start the Core moved it to: its numbers
+        below that were taken by an earlier life of the probe (spool wiped or restored); else 0."""
+        start = self.boots.starts(probe_id).get(boot_id)
+        return start if start is not None and 0 < boot_seq < start else 0
+
 
 #: refusals whose record may be damaged, so that its own seq field is not to be trusted
 _DAMAGED = frozenset({wire.ErrorCode.BAD_EVENT, wire.ErrorCode.BAD_SIGNATURE})

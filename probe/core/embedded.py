@@ -46,7 +46,7 @@ class EmbeddedCore:
         if self.crl:
             identity += ["--crl", os.path.abspath(self.crl)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready, *identity, *self.args],
+            [sys.executable, "-m", "probe", "core", "serve", "--listen", self.listen, "--data-dir", self.data_dir, "--ready-file", ready, "--parent-pid", str(os.getpid()), *identity, *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.data_dir, "core.log"), "ab"),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import corpus_captures, shared_pcaps
-from tests.integration.probe_runs import core_accounts, core_events, run_probe
+from tests.integration.probe_runs import REPO, core_accounts, core_events, run_probe
 
 
 def fold(out: dict, proto: str, a_ip: str, a_port: int, b_ip: str, b_port: int, a_pkts: int, b_pkts: int) -> None:
@@ -86,22 +92,78 @@ def test_running_twice_stores_nothing_twice(pcaps_dir, tmp_path):
     assert account.duplicates == 0 and account.gaps == 0 and account.stored == len(stored)
 
 
+def replay_problems(capture, data_dir) -> list[str]:
+    """What is wrong with replaying one corpus capture (nothing, for a good run)."""
+    expected = json.loads(capture.with_name(capture.stem + ".expected.json").read_text())["capture"]
+    result = run_probe("--pcap", str(capture), "--data-dir", str(data_dir), "--log-level", "warning")
+    if result.returncode != 0 or "Traceback" in result.stderr + result.stdout:
+        return [f"{capture.name}: exit {result.returncode}: {result.stderr[-400:]}"]
+    problems = []
+    summary = result.summary
+    if summary["packets"] != expected["packets"]:
+        problems.append(f"{capture.name}: {summary['packets']} packets, the file holds {expected['packets']}")
+    if expected.get("file_truncated") and not summary["source_errors"]:
+        problems.append(f"{capture.name}: truncated file without a source error in the summary")
+    if not summary["accounting"]["balanced"] or summary["pending"]:
+        problems.append(f"{capture.name}: accounting {summary['accounting']}")
+    return problems
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.slow
 def test_every_corpus_capture_replays_without_a_crash(corpus_dir, tmp_path):
-    """Malformed and truncated captures included: an exit code, a summary and counters, no traceback."""
-    problems = []
-    for capture in corpus_captures():
-        expected = json.loads(capture.with_name(capture.stem + ".expected.json").read_text())["capture"]
-        result = run_probe("--pcap", str(capture), "--data-dir", str(tmp_path / capture.stem), "--log-level", "warning")
-        if result.returncode != 0 or "Traceback" in result.stderr + result.stdout:
-            problems.append(f"{capture.name}: exit {result.returncode}: {result.stderr[-400:]}")
-            continue
-        summary = result.summary
-        if summary["packets"] != expected["packets"]:
-            problems.append(f"{capture.name}: {summary['packets']} packets, the file holds {expected['packets']}")
-        if expected.get("file_truncated") and not summary["source_errors"]:
-            problems.append(f"{capture.name}: truncated file without a source error in the summary")
-        if not summary["accounting"]["balanced"] or summary["pending"]:
-            problems.append(f"{capture.name}: accounting {summary['accounting']}")
+    """Malformed and truncated captures included: an exit code, a summary and counters, no traceback.
+
+    Each capture is its own ``probe run`` (a process with its own Core); a few run side by
+    side, as most of a run is starting processes rather than dissecting.
+    """
+    captures = corpus_captures()
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
+        found = pool.map(lambda c: replay_problems(c, tmp_path / c.stem), captures)
+        problems = [p for ps in found for p in ps]
     assert not problems, "\n".join(problems)
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(60)
+def test_a_probe_killed_with_sigkill_leaves_no_embedded_core_or_worker_behind(tmp_path):
+    """SIGKILL gives the probe no chance to stop its children: they notice and stop on their own."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probe", "run", "--sample", "--pace", "0.05", "--no-progress", "--data-dir", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(children := _children(proc.pid)) < 2:  # the embedded Core and the dissection process
+            assert proc.poll() is None and time.monotonic() < deadline, "the probe did not start its children"
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while alive := [pid for pid in children if _alive(pid)]:
+            assert time.monotonic() < deadline, f"children {alive} outlived the killed probe"
+            time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
