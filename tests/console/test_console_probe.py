@@ -449,7 +449,8 @@ def test_many_clients_and_vanishing_tailers_leave_the_probe_unharmed(fresh_probe
     assert console_share < 0.05, f"the console thread used {console_share:.1%} of a core for 50 stalled tails"
     assert crowded > 0.3 * max(alone, after), (alone, crowded, after)
     assert all(a["alive"] and a["restarts"] == 0 for a in status["actors"]), status["actors"]
-    assert status["console"]["tailing"] == 0 and status["state"] == "running"
+    # on a fast machine the replay may have reached its end by now: draining is as unharmed as running
+    assert status["console"]["tailing"] == 0 and status["state"] in ("running", "draining"), status["state"]
     assert status["console"]["disconnected_gone"] >= 100
     assert status["events"]["balanced"]
 
