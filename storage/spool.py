@@ -200,7 +200,6 @@ class Spool:
             return 1 << 62
         return st.f_bavail * st.f_frsize
 
-
     def note_drops(self, reason: str, count: int, seq_range: tuple[int, int] | None = None) -> None:
         """Count ``count`` events dropped for ``reason``; a seq range is also reported to the Core."""
         self.fold({"dropped:" + reason: count}, [(seq_range[0], seq_range[1], reason)] if seq_range else [])
