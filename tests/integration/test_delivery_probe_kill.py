@@ -17,6 +17,7 @@ import pytest
 
 from probe.core.embedded import EmbeddedCore
 from storage.core_store import CoreStore
+from storage.spool import SEQ_BLOCK
 from tests.integration.delivery_rig import ProbeProcess, build_capture, event_key, free_port, reference_events
 
 
@@ -73,4 +74,6 @@ def test_probe_killed_at_five_random_moments_loses_nothing_and_doubles_nothing(t
     assert got == expected
     assert account.stored == total and account.gaps == 0, (account, seed)
     assert set(account.reported) == {"unassigned"}, "every hole in the sequence is a restart's unused block"
-    assert account.acked == last_seq, "the Core's resume point is the last event: nothing left to send"
+    # the Core's resume point is the last event, or, when the last boot had nothing left to sign
+    # (the killed one had signed it all), the end of the number block that boot reserved and reported unassigned
+    assert last_seq <= account.acked <= last_seq + SEQ_BLOCK, (account.acked, last_seq, seed)
