@@ -12,6 +12,7 @@ delivers what it kept, oldest first.
 
 from __future__ import annotations
 
+import functools
 from scenarios.framework import PROBE_ID, Rig, main_for
 from scenarios.traffic import query_name
 
@@ -42,17 +43,13 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark(f"probe started: spool 1 MB, memory tier {MEMORY_EVENTS} events, DNS at {rate}/s")
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
     def alerts() -> set[str]:
         m = probe.metrics()
         return set(m.active("probe_alerts_active", "alert")) if m is not None else set()
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")
     rig.sleep(warm)

@@ -13,6 +13,7 @@ it commits nothing and suggests rate 0) and resumes it.
 
 from __future__ import annotations
 
+import functools
 from scenarios.framework import PROBE_ID, Rig, main_for
 
 TITLE = "the Core rate-limited, signalling backpressure"
@@ -47,13 +48,9 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark(f"probe started: DNS replay at {rate}/s in real time")
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")
     rig.sleep(warm)

@@ -13,6 +13,7 @@ loses nothing: every event reaches the Core exactly once.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 
@@ -62,13 +63,9 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark(f"probe started: wss://{core.address} over the veth pair")
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core over the link", lambda: stored() > 0, 30, kind="step")
     rig.sleep(warm)

@@ -17,6 +17,7 @@ health`` answers again.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from scenarios.framework import PROBE_ID, Rig, main_for
@@ -63,13 +64,9 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark(f"probe started: data directory on a {size_mb} MB tmpfs, a third of it taken by another file")
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")
     rig.sleep(warm)

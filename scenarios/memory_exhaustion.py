@@ -15,6 +15,7 @@ back and the alerts clear.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 
@@ -84,17 +85,13 @@ def run(rig: Rig) -> None:
     watcher.start()
     rig.mark(f"probe started: budget {BUDGET_MB} MB, spool 1 MB, memory tier up to {MEMORY_EVENTS} events")
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
     def total(name: str) -> float:
         m = probe.metrics()
         return m.total(name) if m is not None else 0.0
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")
     cap_before = metric("probe_buffer_limit_events", tier="memory")

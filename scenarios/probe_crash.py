@@ -10,6 +10,7 @@ Core's.
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 
@@ -40,9 +41,7 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark("probe started")
 
-    def stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
+    stored = functools.partial(core.stored, PROBE_ID)
 
     detect: list[float] = []
     recover: list[float] = []

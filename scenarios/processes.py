@@ -191,6 +191,11 @@ class CoreProcess:
         """The probe's account as the Core's store holds it now."""
         return self.reader.account(probe_id)
 
+    def stored(self, probe_id: str) -> int:
+        """Events of ``probe_id`` the Core has stored so far."""
+        account = self.account(probe_id)
+        return account.stored if account else 0
+
     def live_stats(self) -> dict[str, Any]:
         """DATA/stats.json of a running Core (queue, backpressure, controls), if this Core writes one."""
         try:
@@ -339,6 +344,11 @@ class ProbeProcess:
                 return Metrics(resp.read().decode())
         except (urllib.error.URLError, OSError, ValueError):
             return None
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One value of the probe's /metrics now; None when it is not serving or has no such series."""
+        m = self.metrics()
+        return m.get(name, **labels) if m is not None else None
 
     def dissection_pids(self) -> list[int]:
         """The probe's dissection processes (children running probe.worker)."""

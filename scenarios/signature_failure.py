@@ -46,9 +46,7 @@ def run(rig: Rig) -> None:
         account = core.account(PROBE_ID)
         return account.stored if account else 0
 
-    def metric(name: str, **labels: str) -> float | None:
-        m = probe.metrics()
-        return m.get(name, **labels) if m is not None else None
+    metric = probe.metric
 
     def alert_on() -> bool:
         m = probe.metrics()
