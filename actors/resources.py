@@ -92,10 +92,11 @@ def process_cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def child_pids(marker: bytes = b"probe.worker") -> list[int]:
-    """Child processes of this process whose command line holds ``marker``."""
+def child_pids(marker: bytes = b"probe.worker", parent: int | str = "self") -> list[int]:
+    """Child processes of ``parent`` (this process by default), whichever of its threads
+    started them, whose command line holds ``marker`` (``b""``: every child)."""
     pids: list[int] = []
-    for path in glob.glob("/proc/self/task/*/children"):
+    for path in glob.glob(f"/proc/{parent}/task/*/children"):
         try:
             with open(path, "rb") as fh:
                 candidates = [int(p) for p in fh.read().split()]

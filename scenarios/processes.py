@@ -23,6 +23,7 @@ from typing import Any, Callable
 import lmdb
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.resources import child_pids
 from storage.core_store import ProbeAccount
 
 REPO = Path(__file__).resolve().parent.parent
@@ -354,21 +355,7 @@ class ProbeProcess:
         """The probe's dissection processes (children running probe.worker)."""
         if not self.running:
             return []
-        out = []
-        for task in os.listdir(f"/proc/{self.pid}/task"):
-            try:
-                with open(f"/proc/{self.pid}/task/{task}/children") as fh:
-                    children = [int(p) for p in fh.read().split()]
-            except OSError:
-                continue
-            for child in children:
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as fh:
-                        if b"probe.worker" in fh.read():
-                            out.append(child)
-                except OSError:
-                    continue
-        return sorted(set(out))
+        return child_pids(b"probe.worker", self.pid)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -23,6 +23,7 @@ from typing import Any
 import pykka
 
 from actors.buffer import BufferActor
+from actors.resources import child_pids
 from actors.credit import Window
 from actors.messages import EventBatch
 from actors.metrics import Metrics
@@ -335,13 +336,7 @@ class ProbeProcess:
     def children(self) -> list[int]:
         """Pids of the probe's child processes (its dissection process)."""
         assert self.proc is not None
-        pids: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
-            try:
-                pids += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
-        return pids
+        return child_pids(b"", self.proc.pid)
 
     def stop(self, timeout: float = 60) -> dict[str, Any]:
         """SIGTERM, as an operator stops it: the run ends gracefully; its summary."""

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from actors.resources import child_pids
 from tests.integration.netlab import NetLab
 
 pytestmark = [pytest.mark.netns]
@@ -151,34 +152,17 @@ def test_a_second_signal_stops_at_once_and_the_spool_stays_good(tmp_path):
     assert later["accounting"]["delivered"] == later["events_created"] + 4
 
 
-def _worker_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"probe.worker" in cmdline:
-            pids.append(int(entry))
-    return sorted(pids)
-
-
 @pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_others_go_on(tmp_path):
     with NetLab() as lab:
         proc = start_probe("--interface", lab.capture, "--workers", "2", "--data-dir", str(tmp_path))
         try:
             wait_capturing(proc, 2)
-            before = _worker_pids(proc.pid)
+            before = child_pids(b"probe.worker", proc.pid)
             assert len(before) == 2
             os.kill(before[0], signal.SIGKILL)
             wait_capturing(proc, 1)  # its replacement opened a ring
-            after = _worker_pids(proc.pid)
+            after = child_pids(b"probe.worker", proc.pid)
             assert len(after) == 2 and before[0] not in after and before[1] in after
             sent = lab.send_udp(10, 5)
             time.sleep(1.0)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from actors.resources import child_pids
 from tests.conftest import corpus_captures, shared_pcaps
 from tests.integration.probe_runs import REPO, core_accounts, core_events, run_probe
 
@@ -124,18 +125,6 @@ def test_every_corpus_capture_replays_without_a_crash(corpus_dir, tmp_path):
     assert not problems, "\n".join(problems)
 
 
-def _children(pid: int) -> list[int]:
-    """Child processes of ``pid``, whichever of its threads started them."""
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(p) for p in fh.read().split()]
-    except OSError:
-        pass
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -153,7 +142,7 @@ def test_a_probe_killed_with_sigkill_leaves_no_embedded_core_or_worker_behind(tm
     )
     try:
         deadline = time.monotonic() + 30
-        while len(children := _children(proc.pid)) < 2:  # the embedded Core and the dissection process
+        while len(children := child_pids(b"", proc.pid)) < 2:  # the embedded Core and the dissection process
             assert proc.poll() is None and time.monotonic() < deadline, "the probe did not start its children"
             time.sleep(0.1)
         proc.kill()

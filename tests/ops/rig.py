@@ -7,7 +7,6 @@ connections (the kernel does) but answers nothing, as a wedged or overloaded Cor
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -128,20 +127,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, poll: float = 
         time.sleep(poll)
 
 
-def child_pids_of(pid: int, marker: bytes) -> list[int]:
-    """Child processes of ``pid`` whose command line holds ``marker``."""
-    out = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                children = [int(p) for p in fh.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            try:
-                with open(f"/proc/{child}/cmdline", "rb") as fh:
-                    if marker in fh.read():
-                        out.append(child)
-            except OSError:
-                continue
-    return out

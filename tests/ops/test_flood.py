@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from actors.resources import process_memory
+from actors.resources import child_pids, process_memory
 from tests.ops.flood import write_flood_pcap
-from tests.ops.rig import PROBE_ID, REPO, CoreProcess, child_pids_of, enrolled_key
+from tests.ops.rig import PROBE_ID, REPO, CoreProcess, enrolled_key
 
 BUDGET_MB = 100
 
@@ -48,7 +48,7 @@ def test_a_flood_stays_under_the_memory_budget_and_drops_are_counted(tmp_path):
     worker_seen = False
     try:
         while probe.poll() is None:
-            workers = child_pids_of(probe.pid, b"probe.worker")
+            workers = child_pids(b"probe.worker", probe.pid)
             used = process_memory(probe.pid)[0] + sum(process_memory(pid)[0] for pid in workers)
             peak = max(peak, used)
             worker_seen = worker_seen or bool(workers)

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from actors.resources import child_pids
 from probe.app import ProbeApp
 from probe.replay import dissect_file
 from protocols.dissect import DissectSettings
 from storage.core_store import CoreStore
 from tests.ops.flood import write_flood_pcap
-from tests.ops.rig import PROBE_ID, REPO, CoreProcess, child_pids_of, enrolled_key, probe_config, wait_for
+from tests.ops.rig import PROBE_ID, REPO, CoreProcess, enrolled_key, probe_config, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -57,7 +58,7 @@ def test_a_killed_dissection_process_is_restarted_and_nothing_is_lost_or_doubled
     try:
         port = wait_for(lambda: json.loads((data / "health.json").read_text()).get("metrics_port") if (data / "health.json").exists() else None)
         wait_for(lambda: metric(port, "probe_events_signed_total") > 0, poll=0.01)
-        (worker,) = wait_for(lambda: child_pids_of(probe.pid, b"probe.worker"))
+        (worker,) = wait_for(lambda: child_pids(b"probe.worker", probe.pid))
         os.kill(worker, signal.SIGKILL)
         out, err = probe.communicate(timeout=150)
     finally:
@@ -145,7 +146,7 @@ def test_a_restart_storm_restarts_the_tree_then_the_probe_exits_non_zero(tmp_pat
     try:
         deadline = time.monotonic() + 120
         while probe.poll() is None and time.monotonic() < deadline:
-            for pid in set(child_pids_of(probe.pid, b"probe.worker")) - killed:
+            for pid in set(child_pids(b"probe.worker", probe.pid)) - killed:
                 time.sleep(0.2)  # let it start reading, as a real crash would
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
