@@ -49,7 +49,6 @@ def run(rig: Rig) -> None:
     rig.mark(f"probe started: DNS replay at {rate}/s in real time")
 
     metric = probe.metric
-
     stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")

@@ -64,7 +64,6 @@ def run(rig: Rig) -> None:
     rig.mark(f"probe started: wss://{core.address} over the veth pair")
 
     metric = probe.metric
-
     stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core over the link", lambda: stored() > 0, 30, kind="step")

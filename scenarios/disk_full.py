@@ -65,7 +65,6 @@ def run(rig: Rig) -> None:
     rig.mark(f"probe started: data directory on a {size_mb} MB tmpfs, a third of it taken by another file")
 
     metric = probe.metric
-
     stored = functools.partial(core.stored, PROBE_ID)
 
     rig.wait_for("events reach the Core", lambda: stored() > 0, 30, kind="step")

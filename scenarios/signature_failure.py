@@ -11,6 +11,8 @@ at the Core; after it, the alert clears.
 
 from __future__ import annotations
 
+import functools
+
 from scenarios.framework import PROBE_ID, Rig, main_for
 
 TITLE = "signing fails for some events"
@@ -42,10 +44,7 @@ def run(rig: Rig) -> None:
     probe.start()
     rig.mark("probe started: DNS replay in real time")
 
-    def core_stored() -> int:
-        account = core.account(PROBE_ID)
-        return account.stored if account else 0
-
+    core_stored = functools.partial(core.stored, PROBE_ID)
     metric = probe.metric
 
     def alert_on() -> bool:
