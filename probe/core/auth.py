@@ -115,6 +115,19 @@ def replay_policy(starts: Mapping[str, int], current_boot: str) -> Callable[[Eve
     return check
 
 
+@attrs.frozen(slots=True)
+class BootPolicy:
+    """One session's replay check, and how far its boot's numbers were already taken.
+
+    ``reused_through`` is non-zero when the boot's sequence space went back (spool wiped
+    or restored, key kept): the Core moved the boot's start above it, so the probe's own
+    numbers up to it belong to an earlier life and can never be stored.
+    """
+
+    check: Callable[[EventRecord], str | None]
+    reused_through: int
+
+
 class BootLedger:
     """Per probe: the first sequence number of each boot it announced (``DIR/<probe>.json``)."""
 
@@ -293,18 +306,13 @@ class Authenticator:
             keys.append(nacl.signing.VerifyKey(known.key))
         return keys
 
-    def boot_policy(self, probe_id: str, boot_id: str, boot_seq: int, acked: int) -> Callable[[EventRecord], str | None]:
+    def boot_policy(self, probe_id: str, boot_id: str, boot_seq: int, acked: int) -> BootPolicy:
         """Note this boot's first sequence; the per-event replay check for this session."""
         starts, warning = self.boots.note(probe_id, boot_id, boot_seq, acked)
         if warning:
             log.warning(json.dumps({"event": "sequence_space_reset", "probe_id": probe_id, "boot_id": boot_id, "message": warning}))
-        return replay_policy(starts, boot_id)
-
-    def taken_below(self, probe_id: str, boot_id: str, boot_seq: int) -> int:
-        """If this boot's sequence space went back, the start the Core moved it to: its numbers
-        below that were taken by an earlier life of the probe (spool wiped or restored); else 0."""
-        start = self.boots.starts(probe_id).get(boot_id)
-        return start if start is not None and 0 < boot_seq < start else 0
+        start = starts.get(boot_id, 0)
+        return BootPolicy(replay_policy(starts, boot_id), start - 1 if 0 < boot_seq < start else 0)
 
 
 #: refusals whose record may be damaged, so that its own seq field is not to be trusted

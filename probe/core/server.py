@@ -284,12 +284,12 @@ class Core:
         if hello.boot_id not in account.boots:
             account.boots = (account.boots + [hello.boot_id])[-16:]
         link.account = account
-        link.policy = self.auth.boot_policy(hello.probe_id, hello.boot_id, hello.boot_seq, account.acked)
+        boot = self.auth.boot_policy(hello.probe_id, hello.boot_id, hello.boot_seq, account.acked)
+        link.policy = boot.check
+        log.info(json.dumps({"event": "probe_connected", "probe_id": hello.probe_id, "boot_id": hello.boot_id, "resume": account.acked}))
         # a wiped or restored spool reuses numbers we hold: say so, or the probe would take its
         # own events numbered that low for delivered (they are not: the numbers are taken)
-        reused = max(0, self.auth.taken_below(hello.probe_id, hello.boot_id, hello.boot_seq) - 1)
-        log.info(json.dumps({"event": "probe_connected", "probe_id": hello.probe_id, "boot_id": hello.boot_id, "resume": account.acked}))
-        await self._send(link.ws, wire.Welcome(account.acked, self.settings.credit, reused))
+        await self._send(link.ws, wire.Welcome(account.acked, self.settings.credit, boot.reused_through))
         if self.backpressure:
             self._push_backpressure(link)
         reader = asyncio.create_task(self._read_frames(link))
