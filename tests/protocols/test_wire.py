@@ -16,6 +16,7 @@ FRAMES = [
     wire.DropReport(((1, 2, "buffer_full"), (5, 9, "unassigned"))),
     wire.Challenge(b"n" * 32, "core"),
     wire.Welcome(0, 100),
+    wire.Welcome(300, 100, 300),
     wire.Ack(5, 100, ((3, "bad_signature"),)),
     wire.Backpressure(True, 10.0),
     wire.Backpressure(False),
@@ -37,6 +38,8 @@ def test_frames_round_trip(frame):
         (msgpack.packb({"t": "nope"}), wire.ErrorCode.UNKNOWN_FRAME),
         (msgpack.packb({"t": "welcome", "resume": True, "credit": 1}), wire.ErrorCode.BAD_FRAME),
         (msgpack.packb({"t": "welcome", "resume": -1, "credit": 1}), wire.ErrorCode.BAD_FRAME),
+        (msgpack.packb({"t": "welcome", "resume": 1, "credit": 1, "reused_through": -5}), wire.ErrorCode.BAD_FRAME),
+        (msgpack.packb({"t": "welcome", "resume": 1, "credit": 1, "reused_through": "all"}), wire.ErrorCode.BAD_FRAME),
         (msgpack.packb({"t": "ack", "seq": 1}), wire.ErrorCode.BAD_FRAME),
         (msgpack.packb({"t": "events", "records": ["text"]}), wire.ErrorCode.BAD_FRAME),
         (msgpack.packb({"t": "drops", "ranges": [[5, 1, "x"]]}), wire.ErrorCode.BAD_FRAME),
@@ -48,6 +51,11 @@ def test_malformed_frames_are_refused_with_a_code(data, code):
     with pytest.raises(wire.FrameError) as info:
         wire.decode(data)
     assert info.value.code == code
+
+
+def test_a_welcome_without_reused_through_means_none():
+    """An older Core's welcome (no such field) decodes as no reused numbers."""
+    assert wire.decode(msgpack.packb({"t": "welcome", "resume": 7, "credit": 10})) == wire.Welcome(7, 10, 0)
 
 
 def test_random_bytes_never_escape_as_another_exception():
